@@ -1,0 +1,117 @@
+"""
+Command-line configuration shared by every script, in the spirit of nanoGPT's configurator.
+
+A script declares its settings as plain module globals with defaults, then calls
+
+    configure(globals())
+
+which applies, in order, any config files named on the command line (`config/foo.py`, plain Python
+assigning the same globals) and any `--key=value` overrides. Values are parsed as Python literals and
+must have the default's type, so a typo fails loudly instead of training the wrong model for an hour.
+`--flag` alone sets a boolean setting to True.
+
+It also owns the two runtime choices every script makes the same way: which device to run on, and
+the autocast context that goes with it.
+"""
+import ast
+import contextlib
+import difflib
+import os
+import sys
+
+import torch
+
+
+class ConfigError(SystemExit):
+    """A user mistake in the command line: printed as one line, exit code 2, no traceback."""
+
+    def __init__(self, message):
+        super().__init__(f"error: {message}")
+        self.code = 2
+
+
+def _settable(config):
+    return {k: v for k, v in config.items()
+            if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None), tuple, list))}
+
+
+def _convert(key, raw, default):
+    try:
+        value = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # a bare word such as --device=cuda is a string
+    if default is None or value is None:
+        return value
+    if isinstance(default, bool) and not isinstance(value, bool):
+        raise ConfigError(f"--{key} expects True or False, got {raw!r}")
+    if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # --learning_rate=1 means 1.0
+    if type(value) is not type(default):
+        raise ConfigError(f"--{key} expects a {type(default).__name__} (default {default!r}), got {raw!r}")
+    return value
+
+
+def _unknown(key, known):
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean --{close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return ConfigError(f"unknown config key {key!r}{hint}")
+
+
+def configure(config, argv=None):
+    """Apply config files and --key=value arguments to the dict `config` (a script's globals()).
+    Returns the list of keys that were changed, so scripts can log what differs from the defaults."""
+    argv = sys.argv[1:] if argv is None else argv
+    known = _settable(config)
+    changed = []
+    for arg in argv:
+        if not arg.startswith("--"):
+            if not os.path.isfile(arg):
+                raise ConfigError(f"config file {arg!r} not found (pass a path such as config/tinystories_cpu.py)")
+            file_globals = {}
+            exec(open(arg).read(), file_globals)
+            for key, value in file_globals.items():
+                if key.startswith("_") or callable(value) or type(value).__name__ == "module":
+                    continue
+                if key not in known:
+                    raise _unknown(key, known)
+                config[key] = _convert(key, repr(value), known[key])
+                changed.append(key)
+            continue
+        key, eq, raw = arg[2:].partition("=")
+        if key not in known:
+            raise _unknown(key, known)
+        if not eq:
+            if not isinstance(known[key], bool):
+                raise ConfigError(f"--{key} needs a value, e.g. --{key}={known[key]!r}")
+            raw = "True"
+        config[key] = _convert(key, raw, known[key])
+        changed.append(key)
+    return changed
+
+
+def pick_device(device="auto", cuda_available=None, mps_available=None):
+    """'auto' picks cuda, then Apple's mps, then cpu. The availability flags exist so the choice can be
+    tested on a machine that has none of that hardware."""
+    if device != "auto":
+        return device
+    cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    if mps_available is None:
+        mps_available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+    return "cuda" if cuda_available else "mps" if mps_available else "cpu"
+
+
+def pick_dtype(dtype, device_type):
+    """'auto' is bfloat16 on GPUs that support it, float16 on older GPUs, float32 elsewhere: bf16 autocast
+    on CPUs is often slower than float32 and on mps still incomplete."""
+    if dtype != "auto":
+        return dtype
+    if device_type == "cuda":
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+    return "float32"
+
+
+def autocast(device_type, dtype):
+    """The mixed-precision context for forward passes: a no-op in float32."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
