@@ -10,8 +10,8 @@ assigning the same globals) and any `--key=value` overrides. Values are parsed a
 must have the default's type, so a typo fails loudly instead of training the wrong model for an hour.
 `--flag` alone sets a boolean setting to True.
 
-It also owns the two runtime choices every script makes the same way: which device to run on, and
-the autocast context that goes with it.
+It also owns what every script does the same way: which device to run on, the autocast context
+that goes with it, and writing output files atomically.
 """
 import ast
 import contextlib
@@ -115,3 +115,16 @@ def autocast(device_type, dtype):
     if dtype == "float32":
         return contextlib.nullcontext()
     return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a temporary path next to `path`; rename it into place only if the block succeeds. A crash
+    or Ctrl-C halfway leaves the previous file intact and no half-written file that looks complete."""
+    tmp = f"{path}.tmp"
+    try:
+        yield tmp
+        os.replace(tmp, path)  # atomic on POSIX and Windows when both are on one filesystem
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)

@@ -1,0 +1,378 @@
+"""
+The whole GPT-2 in one file: the model, its generation loop with a KV cache, and weight exchange
+with Hugging Face's GPT2LMHeadModel (which is how we prove it is exactly GPT-2).
+
+Read it top to bottom: LayerNorm -> attention -> MLP -> Block -> GPT. Shapes are noted as
+B = batch, T = sequence length, C = n_embd, nh = n_head, hs = head size (C // nh), V = vocab size.
+
+References: Radford et al. 2019 (GPT-2) and OpenAI's TensorFlow code, whose layer names we keep
+(wte, wpe, h, ln_1, attn.c_attn, ...) so that checkpoints map onto each other one to one.
+"""
+import inspect
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+
+@dataclass
+class GPTConfig:
+    block_size: int = 1024  # longest sequence the model sees (the number of position embeddings)
+    vocab_size: int = 50257  # GPT-2's: 256 bytes + 50,000 merges + <|endoftext|>
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    dropout: float = 0.0  # 0.1 in GPT-2's pretraining; 0 is better for short runs on small data
+    bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
+    fused_attention: bool = True  # F.scaled_dot_product_attention; False runs the explicit version
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
+                             f"(each head gets n_embd // n_head channels)")
+        for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+# The four sizes OpenAI released; all share the vocabulary and the 1024-token context.
+PRESETS = {
+    "gpt2": dict(n_layer=12, n_head=12, n_embd=768),  # 124M parameters
+    "gpt2-medium": dict(n_layer=24, n_head=16, n_embd=1024),  # 350M
+    "gpt2-large": dict(n_layer=36, n_head=20, n_embd=1280),  # 774M
+    "gpt2-xl": dict(n_layer=48, n_head=25, n_embd=1600),  # 1558M
+}
+
+
+def preset_config(name, **overrides):
+    if name not in PRESETS:
+        raise ValueError(f"unknown GPT-2 preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return GPTConfig(**{**PRESETS[name], "vocab_size": 50257, "block_size": 1024, **overrides})
+
+
+class KVCache:
+    """Keys and values of every position seen so far, for each layer. Generating token t+1 then needs
+    attention for one new query only, instead of recomputing all t positions: O(T) work per token
+    instead of O(T^2). Preallocated to block_size so a step writes in place instead of concatenating."""
+
+    def __init__(self, config, batch_size, device, dtype):
+        hs = config.n_embd // config.n_head
+        shape = (config.n_layer, batch_size, config.n_head, config.block_size, hs)
+        self.k = torch.empty(shape, device=device, dtype=dtype)
+        self.v = torch.empty(shape, device=device, dtype=dtype)
+        self.pos = 0  # positions already cached (the same in every layer)
+
+    def update(self, layer, k, v):
+        """Store this step's (B, nh, T, hs) keys and values; return all of them so far."""
+        end = self.pos + k.size(2)
+        self.k[layer, :, :, self.pos:end] = k
+        self.v[layer, :, :, self.pos:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class CausalSelfAttention(nn.Module):
+
+    def __init__(self, config, layer):
+        super().__init__()
+        self.layer = layer  # index into the KV cache
+        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
+        self.fused = config.fused_attention
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x, cache=None):
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(self.n_embd, dim=2)
+        # split channels into heads that attend independently: (B, T, C) -> (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        past = 0 if cache is None else cache.pos
+        if cache is not None:
+            k, v = cache.update(self.layer, k, v)  # (B, nh, past + T, hs)
+        # Query i (at absolute position past + i) may see keys 0..past + i. With nothing cached that is
+        # the plain lower triangle; a single new query sees every key, so needs no mask at all.
+        mask = None if past == 0 or T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+        dropout = self.dropout if self.training else 0.0
+        if self.fused:
+            # one kernel (flash / memory-efficient attention): never materialises the (T, T) matrix
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=past == 0 and T > 1)
+        else:
+            # the same computation spelled out: softmax(Q K^T / sqrt(hs)) V over the visible keys
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, past + T)
+            if mask is None and T > 1:
+                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            if mask is not None:
+                att = att.masked_fill(~mask, float("-inf"))
+            att = F.dropout(F.softmax(att, dim=-1), dropout, self.training)
+            y = att @ v  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
+        self.gelu = nn.GELU(approximate="tanh")  # GPT-2 used the tanh approximation; exactness needs it too
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):
+        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm residual block: x + attn(ln(x)), then x + mlp(ln(x)). Normalising inside the
+    branches leaves the residual stream an identity path, which is what lets deep stacks train."""
+
+    def __init__(self, config, layer):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
+
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln_1(x), cache)  # tokens exchange information
+        x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
+        return x
+
+
+class GPT(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(config.vocab_size, config.n_embd),  # token embedding
+            wpe=nn.Embedding(config.block_size, config.n_embd),  # learned position embedding
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config, layer) for layer in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+        ))
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        # Weight tying: the same matrix maps tokens to vectors and vectors back to token scores.
+        # It saves V * C parameters (38M of GPT-2 small's 124M) and helps small models.
+        self.transformer.wte.weight = self.lm_head.weight
+        self.apply(self._init_weights)
+        # Each block adds two projections onto the residual stream; scaling them by 1/sqrt(2 n_layer)
+        # keeps the stream's variance from growing with depth (GPT-2 paper, section 2.3).
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    def _init_weights(self, module):
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_params(self, non_embedding=False):
+        """Parameters, counting the tied embedding once. Scaling laws count without the position
+        embedding (non_embedding=True); GPT-2's published sizes count everything."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+
+    def hidden(self, idx, cache=None):
+        """The final hidden states (B, T, C) for token ids idx (B, T), after the last LayerNorm."""
+        B, T = idx.size()
+        past = 0 if cache is None else cache.pos
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of {past + T} tokens is longer than block_size={self.config.block_size}; "
+                             f"crop the input to the last {self.config.block_size} tokens")
+        if not torch.compiler.is_compiling() and T > 0 and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
+            raise ValueError(f"token id {int(idx.max())} is outside the vocabulary [0, {self.config.vocab_size}); "
+                             f"was the data made with another tokenizer?")
+        pos = torch.arange(past, past + T, device=idx.device)
+        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        for block in self.transformer.h:
+            x = block(x, cache)
+        if cache is not None:
+            cache.pos += T
+        return self.transformer.ln_f(x)
+
+    def forward(self, idx, targets=None, cache=None):
+        """Logits (B, T, V) at every position and, given targets (B, T), the mean cross-entropy of
+        predicting each next token. Targets of -1 are ignored (padding)."""
+        logits = self.lm_head(self.hidden(idx, cache))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    # ----------------------------------------------------------------------------------------------
+    # Generation
+
+    @torch.no_grad()
+    def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eot_id=None,
+               generator=None, use_cache=True):
+        """Yield the next token of every row, (B, 1), one step at a time (for printing as they come).
+        The prompt is run once to fill the KV cache, then each step feeds only the newest token.
+        Past block_size tokens the context slides: it is cropped to the last block_size tokens and the
+        cache rebuilt, since learned position embeddings are absolute and every position shifts.
+        A row that has emitted eot_id keeps emitting it; the stream ends when every row has."""
+        check_sampling_args(temperature, top_k, top_p)
+        block_size = self.config.block_size
+        cache = None
+        done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
+        for _ in range(max_new_tokens):
+            if use_cache and cache is not None and cache.pos < block_size:
+                x = self.hidden(idx[:, -1:], cache)  # one new position, attending to the cache
+            else:
+                cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype) if use_cache else None
+                x = self.hidden(idx[:, -block_size:], cache)
+            logits = self.lm_head(x[:, -1, :])  # (B, V): only the last position predicts the next token
+            next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
+            if eot_id is not None:
+                next_id = next_id.masked_fill(done, eot_id)
+                done |= next_id == eot_id
+            idx = torch.cat((idx, next_id), dim=1)
+            yield next_id
+            if eot_id is not None and done.all():
+                return
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eot_id=None,
+                 generator=None, use_cache=True):
+        """The prompt idx (B, T) followed by up to max_new_tokens sampled tokens. temperature=0 is
+        greedy; top_k and top_p filter the distribution first and compose (k first, then p)."""
+        steps = list(self.stream(idx, max_new_tokens, temperature, top_k, top_p, eot_id, generator, use_cache))
+        return torch.cat([idx, *steps], dim=1)
+
+    # ----------------------------------------------------------------------------------------------
+    # Training helpers
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW with weight decay on matrices only: decaying biases and LayerNorm gains just pulls
+        them toward zero without regularising anything useful."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        # the fused kernel does the whole update in a few launches instead of several per tensor
+        fused = device_type == "cuda" and "fused" in inspect.signature(torch.optim.AdamW).parameters
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+
+    def flops_per_token(self, seq_len):
+        """Training FLOPs per token (forward + backward = 3 x forward): 6 per parameter for the matrix
+        multiplies, plus attention's QK^T and AV, which grow with the sequence (PaLM paper, appendix B)."""
+        cfg = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * seq_len
+
+    def estimate_mfu(self, tokens_per_sec, seq_len, peak_flops):
+        """Model FLOPs utilisation: achieved training FLOP/s over the hardware's peak FLOP/s."""
+        return self.flops_per_token(seq_len) * tokens_per_sec / peak_flops
+
+    def load_weights(self, state_dict):
+        """load_state_dict with an error that names the first tensor that does not fit, so a checkpoint
+        of another shape fails with a sentence instead of a page of shapes."""
+        own = self.state_dict()
+        for name, tensor in state_dict.items():
+            if name not in own:
+                raise ValueError(f"checkpoint tensor {name!r} does not exist in this model")
+            if own[name].shape != tensor.shape:
+                raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)} but this model's "
+                                 f"is {tuple(own[name].shape)}: the checkpoint was made with another config")
+        missing = [name for name in own if name not in state_dict and name != "transformer.wte.weight"]
+        if missing:
+            raise ValueError(f"checkpoint lacks tensor {missing[0]!r} ({len(missing)} missing in all)")
+        self.load_state_dict(state_dict, strict=False)
+
+    @classmethod
+    def from_checkpoint(cls, path, device="cpu"):
+        """A model from one of our checkpoint files: a dict holding at least 'model' (the state dict,
+        in any float precision) and 'model_args' (the GPTConfig fields). Weights come back in float32."""
+        try:
+            checkpoint = torch.load(path, map_location=device, weights_only=True)
+        except FileNotFoundError:
+            raise ValueError(f"no checkpoint at {path}; train one with train.py or pass another path")
+        except Exception as e:
+            raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}); was it cut off while copying?")
+        if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_args" not in checkpoint:
+            raise ValueError(f"{path} is not a checkpoint of this project (it needs 'model' and 'model_args')")
+        model = cls(GPTConfig(**checkpoint["model_args"]))
+        model.load_weights({k: v.float() for k, v in checkpoint["model"].items()})
+        return model.to(device)
+
+    # ----------------------------------------------------------------------------------------------
+    # Hugging Face interop. Their GPT-2 stores c_attn, c_proj and c_fc as Conv1D, i.e. Linear layers
+    # with transposed weights; everything else maps one to one because the names are OpenAI's.
+
+    _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir, **overrides):
+        """Load OpenAI's GPT-2 weights by preset name (downloads through `transformers`) or a local
+        directory in Hugging Face format (config.json + weights), e.g. one written by save_pretrained."""
+        try:
+            from transformers import GPT2LMHeadModel
+        except ImportError:
+            raise SystemExit("error: loading Hugging Face checkpoints needs `pip install transformers`")
+        try:
+            hf = GPT2LMHeadModel.from_pretrained(name_or_dir)
+        except OSError as e:
+            raise SystemExit(f"error: could not load {name_or_dir!r} ({str(e).splitlines()[0]}); a preset name "
+                             f"needs internet access to the Hugging Face hub, or pass a local directory")
+        hc = hf.config
+        config = GPTConfig(block_size=hc.n_positions, vocab_size=hc.vocab_size, n_layer=hc.n_layer,
+                           n_head=hc.n_head, n_embd=hc.n_embd, bias=True, **overrides)
+        model = cls(config)
+        sd = {k: (v.t() if k.endswith(cls._TRANSPOSED) else v) for k, v in hf.state_dict().items()
+              if not k.endswith((".attn.bias", ".attn.masked_bias"))}  # causal-mask buffers, not weights
+        model.load_weights(sd)
+        return model
+
+    def save_pretrained(self, out_dir, eot_id=None):
+        """Write a directory that transformers.GPT2LMHeadModel.from_pretrained(out_dir) loads. eot_id
+        becomes its bos/eos token, so Hugging Face's generate() stops where ours does."""
+        from transformers import GPT2Config, GPT2LMHeadModel
+        cfg = self.config
+        if not cfg.bias:
+            raise ValueError("Hugging Face's GPT-2 always has biases; save_pretrained needs a model with bias=True")
+        hc = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
+                        n_layer=cfg.n_layer, n_head=cfg.n_head, activation_function="gelu_new",
+                        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
+                        layer_norm_epsilon=1e-5, tie_word_embeddings=True, bos_token_id=eot_id, eos_token_id=eot_id)
+        hf = GPT2LMHeadModel(hc)
+        sd = {k: (v.t() if k.endswith(self._TRANSPOSED) else v) for k, v in self.state_dict().items()}
+        missing, unexpected = hf.load_state_dict(sd, strict=False)
+        # HF may also keep causal-mask buffers we have no use for; anything else is a naming bug
+        if unexpected or any(not k.endswith((".attn.bias", ".attn.masked_bias")) for k in missing):
+            raise RuntimeError(f"weights do not map onto GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")
+        hf.save_pretrained(out_dir)
+
+
+def check_sampling_args(temperature, top_k, top_p):
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 is greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 (or None for no limit), got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 keeps everything), got {top_p}")
+
+
+def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """Pick the next token id (B, 1) from logits (B, V).
+    temperature: divides the logits; < 1 sharpens the distribution, > 1 flattens it, 0 means argmax.
+    top_k: keep only the k most likely tokens.
+    top_p (nucleus): keep the smallest set of most likely tokens whose probability sums to >= top_p,
+    so the candidate set shrinks when the model is sure and grows when it is not."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None and top_k < logits.size(-1):
+        kth_best = torch.topk(logits, top_k, dim=-1).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth_best, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = F.softmax(sorted_logits, dim=-1)
+        # drop a token when the tokens ranked above it already reach top_p (the first always stays)
+        drop = probs.cumsum(dim=-1) - probs >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
+    probs = F.softmax(logits, dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator)

@@ -1,0 +1,371 @@
+"""
+Train a GPT on the token files written by prepare.py. One process on a laptop CPU or one GPU:
+
+    python train.py config/tinystories_cpu.py
+    python train.py --data_dir=data/tinystories --n_layer=4 --batch_size=32
+
+Many GPUs with DistributedDataParallel (one process per GPU; add --nnodes/--rdzv_endpoint for
+several machines):
+
+    torchrun --standalone --nproc_per_node=8 train.py config/gpt2_small.py
+
+Every setting below can be overridden by a config file or --key=value (see configurator.py).
+"""
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import time
+
+import numpy as np
+import torch
+from torch.distributed import destroy_process_group, init_process_group
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from configurator import ConfigError, atomic_write, autocast, configure, pick_device, pick_dtype
+from model import GPT, GPTConfig, PRESETS, preset_config
+
+# ------------------------------------------------------------------------------------------------
+# Settings: GPT-2 small (124M) with the assignment's short context. Override freely.
+# I/O
+out_dir = "out"
+data_dir = "data/tinystories"
+init_from = "scratch"  # 'scratch', 'resume' (from out_dir/ckpt.pt), a GPT-2 preset ('gpt2', ...) or a folder with model.pt
+eval_interval = 250  # steps between evaluations (and best.pt updates)
+eval_iters = 50  # batches per evaluation; the same batches every time, so the curve is not sampling noise
+log_interval = 10  # steps between progress lines and log.jsonl entries
+ckpt_interval = 250  # steps between saves of out_dir/ckpt.pt (also saved at the end and on Ctrl-C)
+# model
+n_layer = 12
+n_head = 12
+n_embd = 768
+block_size = 128
+dropout = 0.0
+bias = True
+fused_attention = True  # False: the explicit attention of model.py, slower, for teaching and comparison
+# optimisation
+batch_size = 16  # sequences per micro-step (per process)
+gradient_accumulation_steps = 1  # micro-steps per optimizer step, summed over all processes
+max_iters = 5000  # optimizer steps
+max_epochs = None  # stop after this many passes over train.bin, if sooner (float)
+learning_rate = 6e-4
+min_lr = 6e-5  # cosine decays to this; ~learning_rate / 10 per the Chinchilla paper
+warmup_iters = 100
+lr_decay_iters = None  # steps of cosine decay; None = max_iters
+weight_decay = 0.1
+beta1 = 0.9
+beta2 = 0.95
+grad_clip = 1.0  # clip the gradient's global norm; 0 disables
+# system
+device = "auto"  # 'auto' picks cuda, then mps, then cpu; or name one: 'cpu', 'cuda', 'cuda:1', 'mps'
+dtype = "auto"  # 'auto': bfloat16 on GPUs that have it, else float16 on GPUs, float32 elsewhere
+compile = None  # torch.compile the model; None = on CUDA only, where it pays for its compile time
+seed = 1337
+# ------------------------------------------------------------------------------------------------
+
+
+def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
+    """Linear warm-up (Adam's early moment estimates are noisy, so big steps then hurt), then a cosine
+    decay from learning_rate to min_lr at lr_decay_iters, then min_lr."""
+    if it < warmup_iters:
+        return learning_rate * (it + 1) / warmup_iters
+    if it >= lr_decay_iters:
+        return min_lr
+    progress = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
+    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
+
+
+class Batches:
+    """Random windows of block_size + 1 tokens from a uint16 token file: x is a window's first
+    block_size tokens and y the same shifted by one, so every position predicts its next token.
+    Offsets come from a seeded generator, and every process draws the whole global batch and keeps
+    its own share, so a run is reproducible, resumable and independent of the process count."""
+
+    def __init__(self, path, block_size, device):
+        if not os.path.exists(path):
+            raise ConfigError(f"{path} not found; make it with `python prepare.py --dataset=...` "
+                              f"(e.g. --dataset=../shared/data/tinystories) and pass its --data_dir")
+        self.data = np.memmap(path, dtype=np.uint16, mode="r")
+        if len(self.data) <= block_size:
+            raise ConfigError(f"{path} holds {len(self.data)} tokens, fewer than block_size={block_size} + 1")
+        self.block_size, self.device = block_size, device
+
+    def offsets(self, n, generator):
+        return torch.randint(len(self.data) - self.block_size, (n,), generator=generator)
+
+    def get(self, offsets):
+        rows = np.stack([self.data[i:i + self.block_size + 1] for i in offsets.tolist()]).astype(np.int64)
+        xy = torch.from_numpy(rows)
+        if self.device.startswith("cuda"):  # pinned memory lets the copy overlap with compute
+            xy = xy.pin_memory().to(self.device, non_blocking=True)
+        else:
+            xy = xy.to(self.device)
+        return xy[:, :-1], xy[:, 1:]
+
+
+def accumulate_gradients(model, micro_batches, ctx):
+    """Forward and backward over several micro-batches, adding up gradients. Each loss is divided by
+    the number of micro-batches, so the sum is the gradient of the mean loss over the whole batch:
+    4 micro-batches of 4 give the gradient of one batch of 16. Returns the mean loss (a tensor)."""
+    total = 0.0
+    for i, (x, y) in enumerate(micro_batches):
+        if isinstance(model, DDP):  # average gradients across processes only after the last micro-batch
+            model.require_backward_grad_sync = i == len(micro_batches) - 1
+        with ctx:
+            _, loss = model(x, y)
+        loss = loss / len(micro_batches)
+        loss.backward()
+        total += loss.detach()
+    return total
+
+
+def peak_flops(device_name):
+    """Dense bf16 peak of common accelerators, for MFU; None where we do not know it (CPUs)."""
+    for name, flops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12), ("A10", 125e12),
+                        ("4090", 165e12), ("3090", 71e12), ("V100", 125e12), ("T4", 65e12)):
+        if name in device_name:
+            return flops
+    return None
+
+
+def save(path, obj):
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def append_log(path, record):
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def train():
+    config = {k: v for k, v in globals().items() if k in SETTINGS}
+    # ---- processes and devices ------------------------------------------------------------------
+    ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
+    dev = pick_device(device)
+    if ddp:
+        rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+        init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
+        if dev.startswith("cuda"):
+            dev = f"cuda:{local_rank}"
+            torch.cuda.set_device(dev)
+    else:
+        rank, world_size = 0, 1
+    master = rank == 0  # only this process logs and saves
+    if gradient_accumulation_steps % world_size:
+        raise ConfigError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of "
+                          f"the {world_size} processes")
+    micro_steps = gradient_accumulation_steps // world_size  # this process's share
+    device_type = dev.split(":")[0]
+    ptdtype = pick_dtype(dtype, device_type)
+    ctx = autocast(device_type, ptdtype)
+    if device_type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: ~same accuracy, several times faster
+        torch.backends.cudnn.allow_tf32 = True
+    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+
+    # ---- data ---------------------------------------------------------------------------------------
+    meta_path = os.path.join(data_dir, "meta.json")
+    if not os.path.exists(meta_path):
+        raise ConfigError(f"no meta.json in {data_dir}; run `python prepare.py --dataset=...` first "
+                          f"(e.g. --dataset=../shared/data/tinystories) and pass --data_dir")
+    meta = json.load(open(meta_path))
+    train_data = Batches(os.path.join(data_dir, "train.bin"), block_size, dev)
+    val_data = Batches(os.path.join(data_dir, "val.bin"), block_size, dev)
+    tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
+    sampler = torch.Generator().manual_seed(seed)
+
+    # ---- model ----------------------------------------------------------------------------------------
+    model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
+                      vocab_size=meta["vocab_size"], dropout=dropout, fused_attention=fused_attention)
+    iter_num, tokens_seen, best_val_loss, elapsed_before = 0, 0, float("inf"), 0.0
+    checkpoint = None
+    if init_from == "resume":
+        ckpt_path = os.path.join(out_dir, "ckpt.pt")
+        if not os.path.exists(ckpt_path):
+            raise ConfigError(f"cannot resume: no checkpoint at {ckpt_path}; train with --init_from=scratch first")
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        # the architecture comes from the checkpoint; an explicit override of it would be silently ignored
+        model_args = {**checkpoint["model_args"], "dropout": dropout, "fused_attention": fused_attention}
+        model = GPT(GPTConfig(**model_args))
+        try:
+            model.load_weights(checkpoint["model"])
+        except ValueError as e:
+            raise ConfigError(str(e))
+        iter_num, tokens_seen = checkpoint["iter_num"], checkpoint["tokens"]
+        best_val_loss, elapsed_before = checkpoint["best_val_loss"], checkpoint["elapsed"]
+    elif init_from in PRESETS:
+        if meta["vocab_size"] != 50257:
+            raise ConfigError(f"{init_from} has GPT-2's 50257-token vocabulary but {data_dir} was made with "
+                              f"{meta['vocab_size']}; prepare the data with --tokenizer=gpt2")
+        model = GPT.from_pretrained(init_from, dropout=dropout, fused_attention=fused_attention)
+        model_args = {**preset_config(init_from).__dict__, "dropout": dropout, "fused_attention": fused_attention}
+    elif init_from != "scratch":  # fine-tune one of our trained models: a folder with model.pt, best.pt or ckpt.pt
+        found = [os.path.join(init_from, f) for f in ("model.pt", "best.pt", "ckpt.pt") if os.path.exists(os.path.join(init_from, f))]
+        if not found:
+            raise ConfigError(f"init_from={init_from!r} is neither 'scratch', 'resume', a GPT-2 preset "
+                              f"({', '.join(PRESETS)}) nor a folder holding model.pt, best.pt or ckpt.pt")
+        try:
+            model = GPT.from_checkpoint(found[0])
+        except ValueError as e:
+            raise ConfigError(str(e))
+        if model.config.vocab_size != meta["vocab_size"]:
+            raise ConfigError(f"{found[0]} has a {model.config.vocab_size}-token vocabulary but {data_dir} has "
+                              f"{meta['vocab_size']}; prepare the data with that model's tokenizer")
+        model_args = {**model.config.__dict__, "dropout": dropout, "fused_attention": fused_attention}
+    else:
+        model = GPT(GPTConfig(**model_args))
+    if model.config.block_size < block_size:
+        raise ConfigError(f"block_size={block_size} exceeds the model's {model.config.block_size} positions")
+    model.to(dev)
+    # float16 needs its gradients scaled up so that small ones do not flush to zero; bf16 does not
+    scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == "float16")
+    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
+    if checkpoint is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        sampler.set_state(checkpoint["sampler"])
+        rng = checkpoint["rng"]
+        random.setstate(rng["python"])
+        np.random.set_state(rng["numpy"])
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        checkpoint = None  # free the memory
+    raw_model = model
+    use_compile = device_type == "cuda" if compile is None else compile
+    if use_compile:
+        model = torch.compile(model)
+    if ddp:
+        model = DDP(model, device_ids=[int(dev.split(":")[1])] if device_type == "cuda" else None)
+
+    # ---- output folder: self-contained, so sample.py and eval.py need nothing else -------------------
+    if master:
+        try:
+            os.makedirs(out_dir, exist_ok=True)
+            shutil.copy(meta_path, os.path.join(out_dir, "meta.json"))
+            if meta["tokenizer"] != "gpt2":
+                shutil.copy(os.path.join(data_dir, meta["tokenizer"]), os.path.join(out_dir, meta["tokenizer"]))
+        except OSError as e:
+            raise ConfigError(f"cannot write to out_dir={out_dir!r} ({e.strerror}); pass a writable --out_dir")
+    log_path = os.path.join(out_dir, "log.jsonl")
+    flops_peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
+    epoch_tokens = meta["splits"]["train"]["tokens"]
+    last_iter = max_iters
+    if max_epochs is not None:
+        last_iter = min(last_iter, math.ceil(max_epochs * epoch_tokens / tokens_per_iter))
+    decay_iters = lr_decay_iters or max_iters
+
+    def checkpoint_state():
+        return {
+            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": model_args,
+            "iter_num": iter_num, "tokens": tokens_seen, "best_val_loss": best_val_loss, "config": config,
+            "elapsed": elapsed_before + time.time() - t_start, "sampler": sampler.get_state(),
+            "tokenizer": meta["tokenizer"],
+            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+        }
+
+    @torch.no_grad()
+    def estimate_loss():
+        """Mean loss over eval_iters fixed batches per split (shared among processes)."""
+        model.eval()
+        out = {}
+        for split, data in (("train", train_data), ("val", val_data)):
+            offsets = data.offsets(eval_iters * batch_size, torch.Generator().manual_seed(seed + 1))
+            total = torch.zeros(2, device=dev)  # (sum of losses, batches)
+            for k in range(rank, eval_iters, world_size):
+                with ctx:
+                    _, loss = model(*data.get(offsets[k * batch_size:(k + 1) * batch_size]))
+                total += torch.stack([loss.float(), torch.ones((), device=dev)])
+            if ddp:
+                torch.distributed.all_reduce(total)
+            out[split] = (total[0] / total[1]).item()
+        model.train()
+        return out
+
+    # Ctrl-C or a scheduler's SIGTERM: finish the step, save, exit. A second Ctrl-C stops at once.
+    stop = []
+
+    def request_stop(signum, frame):
+        stop.append(signum)
+        signal.signal(signum, signal.SIG_DFL)
+        if master:
+            print(f"\n{signal.Signals(signum).name}: finishing this step, saving, then exiting")
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+
+    def evaluate_and_save(final=False):
+        nonlocal best_val_loss
+        losses = estimate_loss()
+        if master:
+            record = dict(iter=iter_num, epoch=tokens_seen / epoch_tokens, tokens=tokens_seen, lr=lr,
+                          train_loss=losses["train"], val_loss=losses["val"], tok_per_sec=tok_per_sec, mfu=mfu,
+                          elapsed=elapsed_before + time.time() - t_start)
+            append_log(log_path, record)
+            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+            if losses["val"] < best_val_loss:
+                best_val_loss = losses["val"]
+                save(os.path.join(out_dir, "best.pt"), checkpoint_state())
+
+    # ---- the loop -------------------------------------------------------------------------------------
+    if master:
+        print(f"{raw_model.num_params() / 1e6:.2f}M parameters | {device_type} {ptdtype} | compile={use_compile} | "
+              f"{world_size} process(es) | {tokens_per_iter:,} tokens per step | steps {iter_num} -> {last_iter}")
+    t_start = time.time()
+    lr, tok_per_sec, mfu = get_lr(iter_num, learning_rate, min_lr, warmup_iters, decay_iters), None, None
+    if iter_num == 0:
+        evaluate_and_save()
+    t_window, iters_window, done_at_start = time.time(), 0, iter_num
+    while iter_num < last_iter and not stop:
+        lr = get_lr(iter_num, learning_rate, min_lr, warmup_iters, decay_iters)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        offsets = train_data.offsets(gradient_accumulation_steps * batch_size, sampler)
+        mine = offsets.view(world_size, micro_steps, batch_size)[rank]  # this process's micro-batches
+        loss = accumulate_gradients(model, [train_data.get(o) for o in mine], ctx)
+        if ddp:
+            torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
+        train_loss = loss.item()
+        if not math.isfinite(train_loss):  # weights not updated, so the last checkpoint stays the last good one
+            raise SystemExit(f"error: loss is {train_loss} at step {iter_num}; stopping. The last good checkpoint "
+                             f"is in {out_dir}; try a lower learning_rate or grad_clip, or dtype='float32'")
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        iter_num += 1
+        iters_window += 1
+        tokens_seen += tokens_per_iter
+        if iter_num % log_interval == 0 or iter_num == last_iter:
+            dt = time.time() - t_window
+            tok_per_sec = iters_window * tokens_per_iter / dt
+            mfu = raw_model.estimate_mfu(tok_per_sec, block_size, flops_peak) if flops_peak else None
+            t_window, iters_window = time.time(), 0
+            if master:
+                eta = (last_iter - iter_num) * tokens_per_iter / tok_per_sec
+                append_log(log_path, dict(iter=iter_num, epoch=tokens_seen / epoch_tokens, tokens=tokens_seen,
+                                          lr=lr, train_loss=train_loss, tok_per_sec=tok_per_sec, mfu=mfu,
+                                          elapsed=elapsed_before + time.time() - t_start))
+                print(f"iter {iter_num}/{last_iter} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_per_sec:,.0f} tok/s"
+                      + (f" | mfu {100 * mfu:.1f}%" if mfu else "") + f" | eta {eta / 60:.1f} min", flush=True)
+        if iter_num % eval_interval == 0 or iter_num == last_iter:
+            evaluate_and_save()
+        if master and (iter_num % ckpt_interval == 0 or iter_num == last_iter or stop):
+            save(os.path.join(out_dir, "ckpt.pt"), checkpoint_state())
+    if master:
+        print(f"done: {iter_num - done_at_start} steps in {time.time() - t_start:.1f}s; best val loss "
+              f"{best_val_loss:.4f}; checkpoints in {out_dir}")
+    if ddp:
+        destroy_process_group()
+
+
+SETTINGS = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))]
+
+if __name__ == "__main__":
+    configure(globals())
+    train()
