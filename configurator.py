@@ -23,11 +23,10 @@ import torch
 
 
 class ConfigError(SystemExit):
-    """A user mistake in the command line: printed as one line, exit code 2, no traceback."""
+    """A user mistake: printed as one line on stderr, exit status 1, no traceback."""
 
     def __init__(self, message):
         super().__init__(f"error: {message}")
-        self.code = 2
 
 
 def _settable(config):
