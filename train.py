@@ -140,7 +140,17 @@ def append_log(path, record):
         f.write(json.dumps(record) + "\n")
 
 
-def train():
+def train(overrides=()):
+    """Run training with the module's settings; `overrides` names the ones the user set explicitly."""
+    checkpoint = None
+    if init_from == "resume":
+        ckpt_path = os.path.join(out_dir, "ckpt.pt")
+        if not os.path.exists(ckpt_path):
+            raise ConfigError(f"cannot resume: no checkpoint at {ckpt_path}; train with --init_from=scratch first")
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        # continue the run as it was configured, except for what is given now (say, a larger max_iters)
+        keep = set(overrides) | {"init_from", "out_dir"}
+        globals().update({k: v for k, v in checkpoint["config"].items() if k not in keep})
     config = {k: v for k, v in globals().items() if k in SETTINGS}
     # ---- processes and devices ------------------------------------------------------------------
     ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
@@ -181,13 +191,15 @@ def train():
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                       vocab_size=meta["vocab_size"], dropout=dropout, fused_attention=fused_attention)
     iter_num, tokens_seen, best_val_loss, elapsed_before = 0, 0, float("inf"), 0.0
-    checkpoint = None
-    if init_from == "resume":
-        ckpt_path = os.path.join(out_dir, "ckpt.pt")
-        if not os.path.exists(ckpt_path):
-            raise ConfigError(f"cannot resume: no checkpoint at {ckpt_path}; train with --init_from=scratch first")
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        # the architecture comes from the checkpoint; an explicit override of it would be silently ignored
+    if checkpoint is not None:
+        # the architecture comes from the checkpoint; an explicit, different one is a mistake worth naming
+        for key in ("n_layer", "n_head", "n_embd", "block_size", "bias"):
+            if key in overrides and config[key] != checkpoint["model_args"][key]:
+                raise ConfigError(f"the checkpoint in {out_dir} has {key}={checkpoint['model_args'][key]} but "
+                                  f"--{key}={config[key]} was given; drop it to resume, or use a new --out_dir")
+        if checkpoint["model_args"]["vocab_size"] != meta["vocab_size"]:
+            raise ConfigError(f"the checkpoint in {out_dir} has a {checkpoint['model_args']['vocab_size']}-token "
+                              f"vocabulary but {data_dir} has {meta['vocab_size']}: resume on the data it was trained on")
         model_args = {**checkpoint["model_args"], "dropout": dropout, "fused_attention": fused_attention}
         model = GPT(GPTConfig(**model_args))
         try:
@@ -367,5 +379,4 @@ def train():
 SETTINGS = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))]
 
 if __name__ == "__main__":
-    configure(globals())
-    train()
+    train(overrides=configure(globals()))
