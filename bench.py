@@ -2,22 +2,42 @@
 Speed against the reference implementations, each pair measured side by side in one run on the same
 machine, so the ratio means something even on a busy laptop. Every table in the README comes from here.
 
+    python bench.py tokenizer            # bpe.py vs Hugging Face tokenizers: training time, encoding MB/s
+    python bench.py prepare              # prepare.py vs datasets.map + tiktoken: MB/s, and peak memory on 200 MB
     python bench.py attention            # fused vs manual attention, forward + backward, T = 128, 512, 1024
     python bench.py train                # our training step vs Hugging Face GPT2LMHeadModel's
     python bench.py train --size=gpt2 --block_size=1024 --batch_size=16   # GPT-2 small (on a GPU)
 
 Settings are globals, overridden with --key=value as everywhere else.
 """
+import os
+import runpy
+import subprocess
 import sys
+import tempfile
+import threading
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
+import bpe
+import prepare as prep
 from configurator import autocast, configure, pick_device, pick_dtype
 from model import GPT, GPTConfig, preset_config
 from train import accumulate_gradients, peak_flops
 
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED_DATA = os.path.join(HERE, "..", "shared", "data")
+os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(HERE, "..", "shared", "tiktoken_cache"))
+
+path = ""  # input text; '' = the benchmark's default file under ../shared/data
+vocab_size = 8192  # tokenizer benchmark
+repeats = 3  # tokenizer benchmark: best of this many runs, ours and theirs alternating
+num_proc = os.cpu_count() or 1  # prepare benchmark: processes for both pipelines
+min_bytes = 200_000_000  # prepare benchmark: the corpus is repeated to at least this size
 size = "cpu"  # 'cpu': the CPU config's model (config/tinystories_cpu.py); 'gpt2': GPT-2 small, 124M
 block_size = 0  # 0: the size's own default (256 for 'cpu', 1024 for 'gpt2')
 batch_size = 0  # 0: the size's own default
@@ -29,11 +49,189 @@ compile = None  # None: on CUDA only, as in train.py
 seed = 1337
 
 
+# ------------------------------------------------------------------------------------------------
+# tokenizer
+
+def _train_hf_tokenizer(path, vocab_size):
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[bpe.EOT], show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train([path], trainer)
+    return tokenizer
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - start, result
+
+
+def bench_tokenizer():
+    """bpe.py against Hugging Face `tokenizers` (Rust) on the same file and vocabulary size: training time, and
+    encoding throughput. Best of `repeats`, ours and theirs alternating, so a busy CPU slows both alike.
+    HF's byte-level pre-tokenizer is close to, not identical to, GPT-2's regex."""
+    file = path or os.path.join(SHARED_DATA, "tinystories", "train.txt")
+    with open(file, encoding="utf-8", newline="") as f:
+        text = f.read()
+    documents = [d + bpe.EOT for d in text.split(bpe.EOT)]
+    megabytes = len(text.encode("utf-8")) / 1e6
+    threads = os.cpu_count()
+    timings, tokenizers, tokens = {}, {}, {}
+    runs = [("train", "ours", lambda: bpe.train_bpe(file, vocab_size)),
+            ("train", "hf", lambda: _train_hf_tokenizer(file, vocab_size))]
+    for task, who, fn in tqdm(runs * repeats, desc="training", unit="run"):
+        seconds, tokenizers[who] = _timed(fn)
+        timings[task, who] = min(seconds, timings.get((task, who), float("inf")))
+    ours, hf = tokenizers["ours"], tokenizers["hf"]
+    assert ours.vocab_size == hf.get_vocab_size() == vocab_size
+    runs = [("encode", "ours", lambda: ours.encode_batch(documents, num_threads=threads)),
+            ("encode", "hf", lambda: hf.encode_batch(documents)),
+            ("encode 1 thread", "ours", lambda: ours.encode(text)),
+            ("encode 1 thread", "hf", lambda: hf.encode(text))]
+    for task, who, fn in tqdm(runs * repeats, desc="encoding", unit="run"):
+        seconds, encoded = _timed(fn)
+        timings[task, who] = min(seconds, timings.get((task, who), float("inf")))
+        tokens[task, who] = len(encoded) if task.endswith("thread") else sum(map(len, encoded))
+    print(f"\n{os.path.basename(file)}: {megabytes:.1f} MB, vocab_size={vocab_size}, {threads} CPU threads, "
+          f"best of {repeats}\n")
+    print("| | bpe.py | HF tokenizers | bpe.py / HF |")
+    print("|---|---:|---:|---:|")
+    train_ours, train_hf = timings["train", "ours"], timings["train", "hf"]
+    print(f"| training, seconds | {train_ours:.2f} | {train_hf:.2f} | {train_ours / train_hf:.2f}x time |")
+    for task, label in (("encode", f"encoding a batch of {len(documents)} documents, MB/s"),
+                        ("encode 1 thread", "encoding the file as one string, MB/s")):
+        ours_speed, hf_speed = megabytes / timings[task, "ours"], megabytes / timings[task, "hf"]
+        print(f"| {label} | {ours_speed:.1f} | {hf_speed:.1f} | {ours_speed / hf_speed:.2f}x speed |")
+    print(f"| tokens of the batch | {tokens['encode', 'ours']:,} | {tokens['encode', 'hf']:,} | |")
+
+
+# ------------------------------------------------------------------------------------------------
+# prepare
+def repeat_to(path, out_path, min_bytes):
+    """Write `path` over and over into out_path until it holds at least min_bytes."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if not text.rstrip().endswith(bpe.EOT):
+        text = text.rstrip("\n") + f"\n{bpe.EOT}\n"  # copies must not run into each other
+    copies = -(-min_bytes // len(text.encode("utf-8")))
+    with open(out_path, "w", encoding="utf-8") as f:
+        for _ in range(copies):
+            f.write(text)
+    return os.path.getsize(out_path)
+
+
+def tree_rss(pid):
+    """Resident memory of a process and all its descendants, in bytes (Linux /proc; shared pages count twice)."""
+    total, stack = 0, [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/status") as f:
+                total += next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    stack.extend(int(c) for c in f.read().split())
+        except (OSError, StopIteration):
+            continue  # the process ended meanwhile
+    return total
+
+
+def peak_rss_of(command, env):
+    """Run command; return (wall seconds, peak RSS of its whole process tree, peak RSS of its largest process)."""
+    import resource
+    start = time.time()
+    proc = subprocess.Popen(command, cwd=HERE, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak = [0]
+
+    def poll():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], tree_rss(proc.pid))
+            time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    out = proc.stdout.read()
+    proc.wait()
+    poller.join()
+    if proc.returncode:
+        raise SystemExit(f"{' '.join(command)} failed:\n{out}")
+    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # kB on Linux; over all children so far
+    return time.time() - start, peak[0], largest, out
+
+
+def recipe(path, out_path, num_proc):
+    """The usual way: documents into a `datasets.Dataset`, `.map` tiktoken's GPT-2 over them, concatenate."""
+    import datasets
+    import tiktoken
+    enc = tiktoken.get_encoding("gpt2")
+
+    def process(example):
+        ids = enc.encode_ordinary(example["text"]) + [enc.eot_token]
+        return {"ids": ids, "len": len(ids)}
+
+    with open(path, encoding="utf-8") as f:
+        docs = [d for d in f.read().split(f"\n{bpe.EOT}\n") if d.strip()]
+    ds = datasets.Dataset.from_dict({"text": docs})
+    del docs
+    tokenized = ds.map(process, remove_columns=["text"], num_proc=num_proc, desc="datasets.map")
+    arr = np.memmap(out_path, dtype=np.uint16, mode="w+", shape=(int(np.sum(tokenized["len"], dtype=np.uint64)),))
+    idx, shards = 0, 64
+    for i in range(shards):  # nanoGPT's openwebtext/prepare.py writes in shards
+        batch = np.concatenate(tokenized.shard(num_shards=shards, index=i, contiguous=True).with_format("numpy")["ids"])
+        arr[idx: idx + len(batch)] = batch
+        idx += len(batch)
+    arr.flush()
+    return idx
+
+
+def bench_prepare():
+    """prepare.py in one run: (1) peak resident memory of `python prepare.py` with default settings (BPE training,
+    then encoding) on a corpus of at least min_bytes, the sample file repeated; (2) encoding throughput on it,
+    prepare.py --tokenizer=gpt2 against the usual recipe, a `datasets.map` of tiktoken's GPT-2 with the same
+    number of processes, written to a uint16 .bin the way nanoGPT does. Throughput is bytes over wall time from the
+    text file to the finished .bin files, both timed in this process (start-up and imports left out of both)."""
+    sample = path or os.path.join(SHARED_DATA, "openwebtext", "openwebtext_1000.txt")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        mb = repeat_to(sample, corpus, min_bytes) / 1e6
+        print(f"corpus: {os.path.basename(sample)} repeated to {mb:.0f} MB, {num_proc} processes, {os.cpu_count()} cores")
+        command = [sys.executable, "prepare.py", f"--dataset={corpus}", f"--out_dir={tmp}/bpe", f"--num_proc={num_proc}"]
+        bpe_s, tree_peak, largest, summary = peak_rss_of(command, env)
+        print(summary)
+        t = time.time()
+        prep.prepare(corpus, f"{tmp}/ours", tokenizer="gpt2", num_proc=num_proc)
+        ours_s = time.time() - t
+        ours_tokens = sum(os.path.getsize(f"{tmp}/ours/{s}.bin") // 2 for s in ("train", "val", "test"))
+        t = time.time()
+        recipe_tokens = recipe(corpus, f"{tmp}/recipe.bin", num_proc)
+        recipe_s = time.time() - t
+    rows = [("prepare.py --tokenizer=gpt2 (stream, count, encode, write 3 splits)", ours_s, ours_tokens),
+            ("datasets.map + tiktoken gpt2 encode_ordinary (the usual recipe)", recipe_s, recipe_tokens)]
+    print(f"\n| {mb:.0f} MB text, num_proc={num_proc} | seconds | MB/s | tokens |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, seconds, n_tokens in rows:
+        print(f"| {name} | {seconds:.1f} | {mb / seconds:.1f} | {n_tokens:,} |")
+    print(f"\nprepare.py is {recipe_s / ours_s:.2f}x the recipe's throughput.\n")
+    print("| peak resident memory, `python prepare.py` with default settings (BPE 8192) | |")
+    print("| --- | ---: |")
+    print(f"| whole process tree (main + workers, polled every 50 ms) | {tree_peak / 2**30:.2f} GiB |")
+    print(f"| largest single process (getrusage RUSAGE_CHILDREN) | {largest / 2**30:.2f} GiB |")
+    print(f"| wall time, tokenizer training included | {bpe_s:.0f} s |")
+
+
+# ------------------------------------------------------------------------------------------------
+# model: attention and training step
+
 def model_config(**overrides):
     if size == "gpt2":
         return preset_config("gpt2", **overrides)
-    if size == "cpu":  # keep in step with config/tinystories_cpu.py
-        return GPTConfig(**{**dict(n_layer=6, n_head=6, n_embd=384, block_size=256, vocab_size=8192), **overrides})
+    if size == "cpu":  # the model of config/tinystories_cpu.py, with its 8192-token vocabulary
+        cpu = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config", "tinystories_cpu.py"))
+        shape = {k: cpu[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
+        return GPTConfig(**{**shape, "vocab_size": 8192, **overrides})
     raise SystemExit(f"error: unknown --size={size!r}; use 'cpu' or 'gpt2'")
 
 
@@ -166,7 +364,7 @@ def bench_train():
         del model, step_model, optimizer, ours
 
 
-BENCHMARKS = {"attention": bench_attention, "train": bench_train}
+BENCHMARKS = {"tokenizer": bench_tokenizer, "prepare": bench_prepare, "attention": bench_attention, "train": bench_train}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:

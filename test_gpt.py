@@ -2,9 +2,11 @@
 The test suite: `python -m pytest -q test_gpt.py`. Every test makes its own small data, so a fresh clone
 runs it without ../shared or the network (the one GPT-2 tokenizer-file check skips without them).
 """
+import itertools
 import json
 import math
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -12,9 +14,12 @@ import time
 
 import numpy as np
 import pytest
+import tiktoken
 import torch
 
+import bpe
 import configurator
+import prepare as prep
 from configurator import ConfigError, configure, pick_device
 from model import GPT, GPTConfig, PRESETS, preset_config
 
@@ -392,3 +397,541 @@ def test_train_refuses_unwritable_out_dir_and_resume_of_another_shape(token_data
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=2")
     proc = run_train(f"--out_dir={out_dir}", "--init_from=resume", "--n_layer=3", check=False)
     assert "has n_layer=2 but --n_layer=3" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ================================================================================================
+# bpe.py
+
+BPE_SHARED = os.path.join(REPO, "..", "shared")
+EOT = bpe.EOT
+# Texts every encoder must get right, most of them never seen in training.
+BPE_TEXTS = [
+    "", "a", " ", "\n", "é", "🙂", "👩‍👩‍👧", "日本語のテキスト", "Ünïcödé naïveté café", "Γειά σου κόσμε", "مرحبا",
+    "Once upon a time, there was a little dog named Max.", "   leading and trailing   ", "a  b   c    d",
+    "line\n\nbreaks\n\n\n  indented\n\tTabbed\r\nwindows\r\n", " \n \n\n  \n", "it's they're I'll we've he'd",
+    "x = [1, 2, 3]  # 12345678901234567890", "!!!???...,,,;;;", "$5.99 / 100% + 3½ → ∞",
+    EOT, EOT + EOT, EOT + "start", "end" + EOT, "a" + EOT + EOT + "b\n" + EOT + " c", "<|endoftext", "<|endoftext|",
+    "zxqj wvkp unseen wordz", "\x00\x01\x7f control", "a" * 300, " " * 50 + "x",
+]
+
+
+def _bpe_corpus(n_docs=150, seed=0):
+    """A small corpus with repetition (so there is something to merge), multi-byte text and odd spacing."""
+    rng = random.Random(seed)
+    words = ["the", "cat", "sat", "on", "mat", "The", "dog", "über", "naïve", "日本", "🙂", "1234", "it's",
+             "don't", "   ", "\n", "\n\n", "!!", "Hello", ",", ".", "ran", "rat", "tattoo", "aaaa", "   x"]
+    words += ["".join(rng.choices(["ka", "lo", "mi", "ne", "su", "ta", "ri", "po", "é"], k=rng.randint(1, 4)))
+              for _ in range(60)]
+    docs = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 30))) for _ in range(n_docs)]
+    return EOT.join(docs)
+
+
+@pytest.fixture(scope="module")
+def bpe_tok():
+    return bpe.train_bpe([_bpe_corpus()], vocab_size=400)
+
+
+@pytest.fixture(scope="module")
+def bpe_shuffled(bpe_tok):
+    """The trained tokenizer with its ids permuted, so that they no longer follow the merge order."""
+    ids = list(bpe_tok.vocab)
+    new_ids = dict(zip(ids, random.Random(1).sample(ids, len(ids))))
+    vocab = {new_ids[i]: token for i, token in bpe_tok.vocab.items()}
+    return bpe.Tokenizer(vocab, bpe_tok.merges, list(bpe_tok.special_tokens)), new_ids
+
+
+# --- training ---------------------------------------------------------------------------------------
+
+def test_fast_training_equals_reference():
+    for vocab_size in (257, 300, 450, 2000):  # 2000: runs out of pairs first
+        for specials in ([EOT], [], [EOT, "<|pad|>"]):
+            if vocab_size < 256 + len(specials):
+                continue
+            fast = bpe.train_bpe([_bpe_corpus(60)], vocab_size, specials)
+            slow = bpe.train_bpe_reference(_bpe_corpus(60), vocab_size, specials)
+            assert fast.merges == slow.merges and fast.vocab == slow.vocab
+            assert fast.special_tokens == slow.special_tokens
+
+
+def test_id_layout(bpe_tok):
+    assert all(bpe_tok.vocab[i] == bytes([i]) for i in range(256))
+    assert all(bpe_tok.vocab[256 + k] == a + b for k, (a, b) in enumerate(bpe_tok.merges))
+    assert bpe_tok.vocab_size == len(bpe_tok.vocab) == 400
+    assert bpe_tok.special_tokens == {EOT: 399} and bpe_tok.eot_id == 399
+
+
+def test_tie_break_prefers_greater_bytes():
+    # Every pair occurs once: (b"c", b"d") > (b"a", b"b") > (b" ", b"c") as Python bytes.
+    tok = bpe.train_bpe(["ab cd"], 258, [])
+    assert tok.merges == [(b"c", b"d"), (b"a", b"b")]
+    # After (b"b", b"c"), (b"a", b"b") and (b"a", b"bc") tie: a longer token is greater than its prefix.
+    tok = bpe.train_bpe(["bc.bc.bc.bc.abc.ab"], 259, [])
+    assert tok.merges == [(b"b", b"c"), (b"a", b"bc"), (b"a", b"b")]
+    assert bpe.train_bpe_reference("bc.bc.bc.bc.abc.ab", 259, []).merges == tok.merges
+
+
+def test_training_is_deterministic():
+    docs = _bpe_corpus(100).split(EOT)
+    first = bpe.train_bpe([EOT.join(docs)], 350)
+    random.Random(3).shuffle(docs)  # a different order of the same documents: other dict and heap orders
+    second = bpe.train_bpe([EOT.join(docs)], 350)
+    assert first.merges == second.merges and first.vocab == second.vocab
+
+
+def test_nothing_merges_across_special_tokens():
+    tok = bpe.train_bpe(["ab" + EOT + "cd" + EOT] * 50, 300)
+    assert all(EOT.encode() not in a + b for a, b in tok.merges)
+    assert (b"b", b"c") not in tok.merges and (b"b", b"<") not in tok.merges
+
+
+def test_training_from_file_in_parallel_equals_serial(tmp_path):
+    text = _bpe_corpus(3000, seed=2)  # about 0.5 MB: more than one chunk, so worker processes run
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    serial = bpe.train_bpe([text], 320, num_workers=1)
+    parallel = bpe.train_bpe(str(path), 320, num_workers=2)
+    assert parallel.merges == serial.merges
+
+
+def test_chunks_end_at_special_tokens():
+    text = _bpe_corpus(200)
+    pieces = [text[i:i + 37] for i in range(0, len(text), 37)]
+    chunks = list(bpe._chunks_at_specials(pieces, [EOT], chunk_chars=500))
+    assert "".join(chunks) == text and len(chunks) > 5
+    assert all(chunk.endswith(EOT) for chunk in chunks[:-1])
+
+
+# --- encoding ---------------------------------------------------------------------------------------
+
+def test_fast_encoding_equals_reference(bpe_tok, bpe_shuffled):
+    shuffled_tok, _ = bpe_shuffled
+    for tok in (bpe_tok, shuffled_tok):
+        for text in BPE_TEXTS + [_bpe_corpus(5, seed=9)]:
+            assert tok.encode(text) == tok.encode_reference(text), text
+
+
+def _bpe_random_texts(n, seed=0):
+    """Random strings built from the pieces pre-tokenization and special-token matching find hardest."""
+    rng = random.Random(seed)
+    pieces = [" ", "  ", "\n", "\r\n", "\t", "\u00a0", "\u3000", "a", "the", "é", "🙂", "'", "'s", "s", "1", "23",
+              "!", "<|", "|>", "endoftext", EOT, "日本", "\x00"]
+    return ["".join(rng.choices(pieces, k=rng.randint(0, 30))) for _ in range(n)]
+
+
+def test_fast_encoding_equals_reference_on_random_text(bpe_tok):
+    for text in _bpe_random_texts(300):
+        assert bpe_tok.encode(text) == bpe_tok.encode_reference(text), text
+
+
+def test_ids_out_of_merge_order_encode_exactly(bpe_tok, bpe_shuffled):
+    shuffled_tok, new_ids = bpe_shuffled
+    assert shuffled_tok._rank_to_id is not None  # the remapping path is the one under test
+    for text in BPE_TEXTS:
+        ids = bpe_tok.encode(text)
+        assert shuffled_tok.encode(text) == [new_ids[i] for i in ids]
+        assert shuffled_tok.decode(shuffled_tok.encode(text)) == text
+    assert shuffled_tok.encode_batch(BPE_TEXTS) == [shuffled_tok.encode(t) for t in BPE_TEXTS]
+
+
+def test_round_trip_and_special_tokens(bpe_tok):
+    for text in BPE_TEXTS:
+        assert bpe_tok.decode(bpe_tok.encode(text)) == text
+        assert bpe_tok.decode(bpe_tok.encode_ordinary(text)) == text
+    assert bpe_tok.encode(EOT + "the" + EOT) == [399, *bpe_tok.encode("the"), 399]
+    assert 399 not in bpe_tok.encode_ordinary("the" + EOT)
+    assert bpe_tok.encode_batch(BPE_TEXTS, num_threads=2) == [bpe_tok.encode(t) for t in BPE_TEXTS]
+
+
+def test_decode_replaces_invalid_utf8(bpe_tok):
+    snake = bpe_tok.encode("🐍")
+    assert len(snake) > 1  # a 4-byte character the corpus lacks: split into several tokens
+    assert bpe_tok.decode(snake[:-1]) == "\ufffd" and bpe_tok.decode(snake[-1:] + snake) == "\ufffd🐍"
+    assert bpe_tok.decode([0xff]) == "\ufffd"
+
+
+def test_encode_iterable_is_exact_and_lazy(bpe_tok, tmp_path):
+    text = "".join(BPE_TEXTS) + _bpe_corpus(20, seed=5)
+    rng = random.Random(0)
+    for _ in range(20):
+        cuts = sorted(rng.sample(range(len(text)), 40))
+        pieces = [text[i:j] for i, j in zip([0] + cuts, cuts + [len(text)])]
+        assert list(bpe_tok.encode_iterable(pieces, buffer_chars=rng.choice([1, 50]))) == bpe_tok.encode(text)
+    for text in _bpe_random_texts(300, seed=1):  # every cut of every text
+        for cut in range(len(text) + 1):
+            assert list(bpe_tok.encode_iterable([text[:cut], text[cut:]], 1)) == bpe_tok.encode(text), (text, cut)
+    path = tmp_path / "big.txt"
+    path.write_text(text, encoding="utf-8")
+    with open(path, encoding="utf-8", newline="") as f:  # newline="": keep the "\r\n"
+        assert list(bpe_tok.encode_iterable(f)) == bpe_tok.encode(text)
+    endless = itertools.cycle(["Once upon a time\n", EOT, "the cat sat on the mat.\n"])
+    assert len(list(itertools.islice(bpe_tok.encode_iterable(endless), 100_000))) == 100_000
+
+
+# --- files ------------------------------------------------------------------------------------------
+
+def test_save_load_round_trip(bpe_tok, bpe_shuffled, tmp_path):
+    for tok in (bpe_tok, bpe_shuffled[0]):
+        path = tmp_path / "tokenizer.json"
+        tok.save(path)
+        loaded = bpe.load_tokenizer(str(path))
+        assert (loaded.vocab, loaded.merges, loaded.special_tokens) == (tok.vocab, tok.merges, tok.special_tokens)
+        assert [loaded.encode(t) for t in BPE_TEXTS] == [tok.encode(t) for t in BPE_TEXTS]
+    state = json.loads(path.read_text(encoding="utf-8"))  # human-readable: GPT-2's byte spelling
+    assert "Ġthe" in state["vocab"] and state["special_tokens"] == {EOT: bpe_shuffled[1][399]}
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(BPE_SHARED, "tiktoken_cache")),
+                    reason="needs OpenAI's GPT-2 files in ../shared/tiktoken_cache")
+def test_gpt2_files_give_tiktoken_ids():
+    cache = os.path.join(BPE_SHARED, "tiktoken_cache")
+    from_files = bpe.Tokenizer.from_gpt2_files(os.path.join(cache, "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6"),
+                                               os.path.join(cache, "6d1cbeee0f20b3d9449abfede4726ed8212e3aee"))
+    reference = tiktoken.get_encoding("gpt2")
+    for tok in (from_files, bpe.load_tokenizer("gpt2")):
+        assert tok.eot_id == 50256 and tok.vocab_size == 50257
+        for text in BPE_TEXTS + [_bpe_corpus(20)]:
+            ids = reference.encode(text, allowed_special="all")
+            assert tok.encode(text) == ids, text
+            assert tok.encode_ordinary(text) == reference.encode_ordinary(text)
+            assert tok.decode(ids) == text
+    for text in BPE_TEXTS[:12]:
+        assert from_files.encode_reference(text) == reference.encode(text, allowed_special="all")
+
+
+# --- bad input --------------------------------------------------------------------------------------
+
+def test_bad_training_input(tmp_path):
+    with pytest.raises(ValueError, match="vocab_size=257 is too small"):
+        bpe.train_bpe(["hello"], 257, [EOT, "<|pad|>"])
+    with pytest.raises(ValueError, match="empty corpus"):
+        bpe.train_bpe([EOT, "", EOT], 300)
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ValueError, match="empty corpus"):
+        bpe.train_bpe(str(empty), 300)
+    with pytest.raises(ValueError, match="not a file"):
+        bpe.train_bpe(str(tmp_path / "missing.txt"), 300)
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("hello world, café".encode("latin-1"))
+    with pytest.raises(ValueError, match=r"latin1.txt is not UTF-8: .* at byte offset 16"):
+        bpe.train_bpe(str(latin1), 300)
+    path = tmp_path / "blocks.txt"  # beyond the first 1 MiB read, and an "é" split between two reads
+    start = b"x" * ((1 << 20) - 1) + "é".encode() * 10
+    path.write_bytes(start + b"\xe9 ok")
+    with pytest.raises(ValueError, match=f"invalid continuation byte at byte offset {len(start)}"):
+        bpe.train_bpe(str(path), 300)
+    path.write_bytes(start + "é".encode()[:1])
+    with pytest.raises(ValueError, match=f"unexpected end of data at byte offset {len(start)}"):
+        bpe.train_bpe(str(path), 300)
+
+
+def test_bad_tokenizer_files(bpe_tok, tmp_path):
+    path = tmp_path / "tokenizer.json"
+    bpe_tok.save(path)
+    state = json.loads(path.read_text(encoding="utf-8"))
+
+    def load_broken(text):
+        path.write_text(text, encoding="utf-8")
+        return bpe.load_tokenizer(str(path))
+
+    with pytest.raises(ValueError, match="not a valid tokenizer file"):
+        load_broken(path.read_text(encoding="utf-8")[:-100])  # truncated JSON
+    with pytest.raises(ValueError, match="no 'merges' field"):
+        load_broken(json.dumps({k: v for k, v in state.items() if k != "merges"}))
+    with pytest.raises(ValueError, match="merge 3 .* neither a byte nor made by an earlier merge"):
+        load_broken(json.dumps({**state, "merges": state["merges"][:3] + ["Ġzzzq x"] + state["merges"][3:]}))
+    with pytest.raises(ValueError, match="not two tokens"):
+        load_broken(json.dumps({**state, "merges": ["abc"]}))
+    with pytest.raises(ValueError, match="does not exist"):
+        bpe.load_tokenizer(str(tmp_path / "nope.json"))
+    byte_vocab = {i: bytes([i]) for i in range(256)}
+    with pytest.raises(ValueError, match="makes a token that is not in the vocabulary"):
+        bpe.Tokenizer(byte_vocab, [(b"a", b"b")])
+    with pytest.raises(ValueError, match="neither a byte, a merge result nor a special token"):
+        bpe.Tokenizer({**byte_vocab, 256: b"xyz"}, [])
+    with pytest.raises(ValueError, match="lacks 1 single bytes"):
+        bpe.Tokenizer({i: bytes([i]) for i in range(255)}, [])
+
+
+def test_decode_rejects_unknown_ids(bpe_tok):
+    for bad in (400, -1, 10**9):
+        with pytest.raises(ValueError, match=f"cannot decode id {bad}"):
+            bpe_tok.decode([1, 2, bad])
+
+
+# ================================================================================================
+# prepare.py
+
+# Tests of prepare.py on small corpora the tests write themselves (to be merged into test_gpt.py).
+
+
+
+WORDS = "the cat sat on a mat and then ran to see dog who was happy with big red ball in park".split()
+
+
+def _docs(n, seed, marker=""):
+    """n small documents of random words; `marker` tags every document of a split so leaks can be spotted."""
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(5, 40))) + marker + "." for _ in range(n)]
+
+
+def _write_txt(path, docs):
+    path.write_text("".join(doc + "\n<|endoftext|>\n" for doc in docs))
+
+
+def _read_bin(out, split):
+    return np.fromfile(os.path.join(out, f"{split}.bin"), dtype=np.uint16)
+
+
+def _meta(out):
+    with open(os.path.join(out, "meta.json")) as f:
+        return json.load(f)
+
+
+def _expected(tok, docs):
+    return [i for doc in docs for i in tok.encode_ordinary(doc) + [tok.eot_id]]
+
+
+def _run(dataset, out, **settings):
+    settings = {"vocab_size": 300, "num_proc": 1, **settings}
+    return prep.prepare(str(dataset), str(out), **settings)
+
+
+def test_prepare_txt_splits_offsets_and_meta(tmp_path):
+    data = tmp_path / "corpus"
+    data.mkdir()
+    docs = {"train": _docs(60, 0), "valid": _docs(10, 1), "test": _docs(12, 2)}
+    for name, split_docs in docs.items():
+        _write_txt(data / f"{name}.txt", split_docs)
+    out = _run(data, tmp_path / "out")
+    meta = _meta(out)
+    tok = bpe.load_tokenizer(os.path.join(out, meta["tokenizer"]))
+    assert meta["tokenizer"] == "tokenizer.json" and meta["dtype"] == "uint16"
+    assert meta["vocab_size"] == tok.vocab_size == 300 and meta["eot_id"] == tok.eot_id
+    assert meta["args"]["dataset"] == str(data) and "source" in meta
+    for split, name in [("train", "train"), ("val", "valid"), ("test", "test")]:
+        ids = _read_bin(out, split)
+        # each document's tokens followed by exactly one end-of-text, in order, nothing else
+        assert ids.tolist() == _expected(tok, docs[name])
+        stats = meta["splits"][split]
+        assert stats == {"docs": len(docs[name]), "tokens": len(ids),
+                         "bytes": sum(len(d.encode()) for d in docs[name])}
+        assert os.path.getsize(os.path.join(out, f"{split}.bin")) == 2 * stats["tokens"]
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_prepare_jsonl_parquet_and_gpt2(tmp_path):
+    pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
+    data = tmp_path / "mixed"
+    data.mkdir()
+    train, val, test = _docs(30, 0), _docs(6, 1), _docs(7, 2)
+    (data / "train.jsonl").write_text("".join(json.dumps({"text": d, "id": i}) + "\n" for i, d in enumerate(train)))
+    pq.write_table(pa.table({"text": val}), data / "validation.parquet")
+    _write_txt(data / "test.txt", test)
+    out = _run(data, tmp_path / "out", tokenizer="gpt2", num_proc=2)
+    meta = _meta(out)
+    assert meta["tokenizer"] == "gpt2" and meta["vocab_size"] == 50257 and meta["eot_id"] == 50256
+    assert not os.path.exists(os.path.join(out, "tokenizer.json"))
+    tok = bpe.load_tokenizer("gpt2")
+    for split, docs in [("train", train), ("val", val), ("test", test)]:
+        assert _read_bin(out, split).tolist() == _expected(tok, docs)
+
+
+def test_prepare_train_and_validation_halves_validation(tmp_path):
+    data = tmp_path / "ts"
+    data.mkdir()
+    train, valid = _docs(40, 0), _docs(11, 1)
+    _write_txt(data / "train.txt", train)
+    _write_txt(data / "valid.txt", valid)
+    out = _run(data, tmp_path / "out")
+    meta = _meta(out)
+    assert meta["splits"]["val"]["docs"] == 5 and meta["splits"]["test"]["docs"] == 6
+    tok = bpe.load_tokenizer(os.path.join(out, "tokenizer.json"))
+    assert _read_bin(out, "val").tolist() == _expected(tok, valid[:5])
+    assert _read_bin(out, "test").tolist() == _expected(tok, valid[5:])
+
+
+def test_prepare_single_split_carves_val_and_test_from_the_end(tmp_path):
+    docs = _docs(100, 0)
+    path = tmp_path / "one.jsonl"
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    out = _run(path, tmp_path / "out", val_fraction=0.1, test_fraction=0.05)
+    meta = _meta(out)
+    assert [meta["splits"][s]["docs"] for s in ("train", "val", "test")] == [85, 10, 5]
+    tok = bpe.load_tokenizer(os.path.join(out, "tokenizer.json"))
+    assert _read_bin(out, "train").tolist() == _expected(tok, docs[:85])
+    assert _read_bin(out, "test").tolist() == _expected(tok, docs[95:])
+
+
+def test_prepare_running_text_is_cut_without_changing_tokens(tmp_path):
+    # no <|endoftext|> lines: one running text, long enough to come in many pieces
+    lines = [doc + ("\n\n" if i % 3 else "\n") for i, doc in enumerate(_docs(3000, 0))]
+    text = "".join(lines)
+    assert len(text) > 10 * prep.PIECE_CHARS
+    path = tmp_path / "book.txt"
+    path.write_text(text)
+    pieces = list(prep.read_txt(path))
+    assert len(pieces) > 10 and "".join(t for t, _ in pieces) == text
+    assert [end for _, end in pieces] == [False] * (len(pieces) - 1) + [True]
+    out = _run(path, tmp_path / "out", tokenizer="gpt2", val_fraction=0.1, test_fraction=0.1)
+    meta = _meta(out)
+    eot = meta["eot_id"]
+    ids = [_read_bin(out, split) for split in ("train", "val", "test")]
+    for split_ids in ids:  # each split is one document: a single end-of-text, at its end
+        assert split_ids[-1] == eot and (split_ids == eot).sum() == 1
+    assert [meta["splits"][s]["docs"] for s in ("train", "val", "test")] == [1, 1, 1]
+    assert sum(meta["splits"][s]["bytes"] for s in ("train", "val", "test")) == len(text.encode())
+    # the pieces are cut where GPT-2's pre-tokenizer cuts anyway: same tokens as encoding the text whole
+    joined = np.concatenate([split_ids[:-1] for split_ids in ids]).tolist()
+    assert joined == bpe.load_tokenizer("gpt2").encode_ordinary(text)
+
+
+def test_prepare_tokenizer_sees_train_only_and_at_most_bpe_train_bytes(tmp_path, monkeypatch):
+    data = tmp_path / "leak"
+    data.mkdir()
+    _write_txt(data / "train.txt", _docs(200, 0))
+    _write_txt(data / "val.txt", _docs(20, 1, marker=" zvalmark"))
+    _write_txt(data / "test.txt", _docs(20, 2, marker=" ztestmark"))
+    seen = []
+    real_train_bpe = bpe.train_bpe
+
+    def spy(texts, *args, **kwargs):
+        texts = list(texts)
+        seen.extend(texts)
+        return real_train_bpe(texts, *args, **kwargs)
+
+    monkeypatch.setattr(bpe, "train_bpe", spy)
+    _run(data, tmp_path / "out", bpe_train_bytes=5000)
+    text = "".join(seen)  # what train_bpe joins: documents separated by <|endoftext|>
+    assert text and "zvalmark" not in text and "ztestmark" not in text
+    assert 4500 < len(text.replace("<|endoftext|>", "").encode()) <= 5000
+
+    # carved from one file: the tokenizer stops where train ends
+    seen.clear()
+    path = tmp_path / "one.txt"
+    _write_txt(path, _docs(90, 0) + _docs(10, 1, marker=" zheldout"))
+    _run(path, tmp_path / "out2", val_fraction=0.05, test_fraction=0.05)
+    assert "".join(seen).count("<|endoftext|>") == 90 and "zheldout" not in "".join(seen)
+
+
+def test_prepare_reuses_a_finished_run_and_force_redoes_it(tmp_path, monkeypatch):
+    path = tmp_path / "small.txt"
+    _write_txt(path, _docs(50, 0))
+    out = _run(path, tmp_path / "out")
+    stamps = {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
+
+    calls = []
+    real_train_bpe = bpe.train_bpe
+    monkeypatch.setattr(bpe, "train_bpe", lambda *a, **k: calls.append(1) or real_train_bpe(*a, **k))
+    _run(path, tmp_path / "out")  # same arguments: nothing is redone
+    assert calls == [] and stamps == {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)}
+    _run(path, tmp_path / "out", force=True)
+    assert calls == [1]
+    _run(path, tmp_path / "out", vocab_size=280)  # other arguments: prepared again
+    assert calls == [1, 1] and _meta(out)["vocab_size"] == 280
+
+    # a damaged file is not reused either
+    with open(os.path.join(out, "val.bin"), "ab") as f:
+        f.write(b"\0\0")
+    _run(path, tmp_path / "out", vocab_size=280)
+    assert calls == [1, 1, 1]
+
+
+def test_prepare_interrupted_run_leaves_no_complete_looking_files(tmp_path, monkeypatch):
+    path = tmp_path / "small.txt"
+    _write_txt(path, _docs(50, 0))
+    out = str(tmp_path / "out")
+    _run(path, out)
+
+    def crash(task):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prep, "encode_batch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _run(path, out, force=True)
+    # the old meta.json is gone (the set is incomplete), and no half-written or temporary file remains
+    assert not os.path.exists(os.path.join(out, "meta.json"))
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+
+def test_prepare_reuses_a_saved_tokenizer(tmp_path):
+    path = tmp_path / "small.txt"
+    _write_txt(path, _docs(50, 0))
+    first = _run(path, tmp_path / "a")
+    second = _run(path, tmp_path / "b", tokenizer=os.path.join(first, "tokenizer.json"), num_proc=2)
+    for split in ("train", "val", "test"):
+        assert np.array_equal(_read_bin(first, split), _read_bin(second, split))
+    assert _meta(second)["tokenizer"] == "tokenizer.json"
+
+
+def _error(tmp_path, dataset, **settings):
+    with pytest.raises(SystemExit) as e:
+        _run(dataset, tmp_path / "out", **settings)
+    message = str(e.value)
+    assert message.startswith("error: ") and "\n" not in message
+    return message
+
+
+def test_prepare_bad_input_is_one_line(tmp_path, monkeypatch):
+    assert "tinystories" in _error(tmp_path, "no_such_dataset")
+    assert "neither" in _error(tmp_path, str(tmp_path / "missing.txt"))
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"content": "no text field"}\n')
+    assert "line 2" in _error(tmp_path, bad) and "text" in _error(tmp_path, bad)
+    empty = tmp_path / "emptytest"
+    empty.mkdir()
+    _write_txt(empty / "train.txt", _docs(20, 0))
+    _write_txt(empty / "val.txt", _docs(5, 1))
+    (empty / "test.txt").write_text("")
+    assert "test split is empty" in _error(tmp_path, empty)
+    assert not os.path.exists(tmp_path / "out" / "test.bin")
+    one = tmp_path / "one.txt"
+    _write_txt(one, _docs(2, 0))
+    assert "too few" in _error(tmp_path, one)
+    assert "65,536" in _error(tmp_path, one, vocab_size=70000)
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(SystemExit, match="cannot write"):
+        prep.prepare(str(one), str(tmp_path / "file" / "out"))
+    nosplits = tmp_path / "nosplits"
+    nosplits.mkdir()
+    (nosplits / "notes.txt").write_text("x")
+    assert "train*" in _error(tmp_path, nosplits)
+
+    # the hub is never called in tests: a stand-in that fails like an offline machine
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach the hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    five = tmp_path / "five.txt"
+    _write_txt(five, _docs(5, 0))
+    _run(five, tmp_path / "out")  # a finished run, which the failing run below must leave alone
+    message = _error(tmp_path, "tinystories")
+    assert "did not answer" in message and "--dataset=../shared/data/tinystories" in message
+    assert os.path.exists(tmp_path / "out" / "meta.json")  # a failed run leaves the finished one in out_dir alone
+    assert "at least 1" in _error(tmp_path, one, num_proc=0)
+
+
+def test_prepare_cli_error_has_no_traceback(tmp_path):
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prepare.py")
+    result = subprocess.run([sys.executable, script, f"--dataset={tmp_path / 'missing'}"],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("error: ") and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_prepare_workers_read_ahead_a_bounded_number_of_batches():
+    # Pool.imap would pull the whole input (the whole corpus) ahead of the workers; map_in_order pulls 2 per process
+    pulled = []
+
+    def tasks():
+        for i in range(100):
+            pulled.append(i)
+            yield -i
+
+    results = prep.map_in_order(abs, tasks(), 2, int, ())
+    assert next(results) == 0 and len(pulled) <= 5
+    assert list(results) == list(range(1, 100))
