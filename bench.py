@@ -4,6 +4,7 @@ machine, so the ratio means something even on a busy laptop. Every table in the 
 
     python bench.py tokenizer            # bpe.py vs Hugging Face tokenizers: training time, encoding MB/s
     python bench.py prepare              # prepare.py vs datasets.map + tiktoken: MB/s, and peak memory on 200 MB
+    python bench.py sample               # KV-cache generation vs Hugging Face generate(), batch 1
     python bench.py attention            # fused vs manual attention, forward + backward, T = 128, 512, 1024
     python bench.py train                # our training step vs Hugging Face GPT2LMHeadModel's
     python bench.py train --size=gpt2 --block_size=1024 --batch_size=16   # GPT-2 small (on a GPU)
@@ -38,6 +39,8 @@ vocab_size = 8192  # tokenizer benchmark
 repeats = 3  # tokenizer benchmark: best of this many runs, ours and theirs alternating
 num_proc = os.cpu_count() or 1  # prepare benchmark: processes for both pipelines
 min_bytes = 200_000_000  # prepare benchmark: the corpus is repeated to at least this size
+sizes = ("cpu", "gpt2")  # sample benchmark: the model sizes to time
+new_tokens = 200  # sample benchmark: tokens generated per run (after a 16-token prompt)
 size = "cpu"  # 'cpu': the CPU config's model (config/tinystories_cpu.py); 'gpt2': GPT-2 small, 124M
 block_size = 0  # 0: the size's own default (256 for 'cpu', 1024 for 'gpt2')
 batch_size = 0  # 0: the size's own default
@@ -225,14 +228,15 @@ def bench_prepare():
 # ------------------------------------------------------------------------------------------------
 # model: attention and training step
 
-def model_config(**overrides):
-    if size == "gpt2":
+def model_config(which=None, **overrides):
+    which = which or size
+    if which == "gpt2":
         return preset_config("gpt2", **overrides)
-    if size == "cpu":  # the model of config/tinystories_cpu.py, with its 8192-token vocabulary
+    if which == "cpu":  # the model of config/tinystories_cpu.py, with its 8192-token vocabulary
         cpu = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config", "tinystories_cpu.py"))
         shape = {k: cpu[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
         return GPTConfig(**{**shape, "vocab_size": 8192, **overrides})
-    raise SystemExit(f"error: unknown --size={size!r}; use 'cpu' or 'gpt2'")
+    raise SystemExit(f"error: unknown model size {which!r}; use 'cpu' or 'gpt2'")
 
 
 def sync(dev):
@@ -364,7 +368,60 @@ def bench_train():
         del model, step_model, optimizer, ours
 
 
-BENCHMARKS = {"tokenizer": bench_tokenizer, "prepare": bench_prepare, "attention": bench_attention, "train": bench_train}
+# ------------------------------------------------------------------------------------------------
+# sampling
+
+def best_times(fns):
+    """The fastest of `repeats` runs of each function, taking turns so that both meet the same
+    conditions; on a shared machine the slower runs measure the neighbours, not the code."""
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            t0 = time.perf_counter()
+            fn()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
+def bench_sample(prompt_tokens=16):
+    """Our KV-cache generation (model.stream, what sample.py runs) against Hugging Face's generate() on the
+    same weights (exported with save_pretrained): batch 1, CPU, greedy, the same prompt, and min_new_tokens
+    so both generate the same number of tokens. Random weights do: the work per token does not depend on
+    them. Both outputs must be equal, or the comparison is not of the same computation."""
+    from transformers import GPT2LMHeadModel
+    from transformers.utils import logging
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    print(f"batch 1, greedy, CPU ({torch.get_num_threads()} threads), torch {torch.__version__}, best of {repeats}\n")
+    print("| model | prompt + new tokens | ours tokens/s | HF generate() tokens/s | ours / HF | same tokens |")
+    print("|---|---|---|---|---|---|")
+    for which in sizes:
+        torch.manual_seed(seed)
+        config = model_config(which)
+        ours = GPT(config).eval()
+        eot = config.vocab_size - 1
+        with tempfile.TemporaryDirectory() as d:
+            ours.save_pretrained(d, eot_id=eot)
+            hf = GPT2LMHeadModel.from_pretrained(d).eval()
+        prompt = torch.randint(eot, (1, prompt_tokens), generator=torch.Generator().manual_seed(seed))
+
+        def run_ours():
+            return ours.generate(prompt, new_tokens, temperature=0.0)
+
+        def run_hf():
+            return hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                               max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=eot)
+
+        a, b = run_ours(), run_hf()  # also the warm-up
+        assert a.shape == b.shape == (1, prompt_tokens + new_tokens), (a.shape, b.shape)
+        t_ours, t_hf = best_times([run_ours, run_hf])
+        print(f"| {which} ({ours.num_params() / 1e6:.1f}M: {config.n_layer}L {config.n_embd}C, vocab "
+              f"{config.vocab_size}) | {prompt_tokens} + {new_tokens} | {new_tokens / t_ours:.1f} | "
+              f"{new_tokens / t_hf:.1f} | {t_hf / t_ours:.2f}x | {'yes' if torch.equal(a, b) else 'NO'} |", flush=True)
+
+
+BENCHMARKS = {"tokenizer": bench_tokenizer, "prepare": bench_prepare, "sample": bench_sample,
+              "attention": bench_attention, "train": bench_train}
 
 if __name__ == "__main__":
     if len(sys.argv) < 2 or sys.argv[1] not in BENCHMARKS:

@@ -184,7 +184,8 @@ class GPT(nn.Module):
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of {past + T} tokens is longer than block_size={self.config.block_size}; "
                              f"crop the input to the last {self.config.block_size} tokens")
-        if not torch.compiler.is_compiling() and T > 0 and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
+        # (ids fed back during generation come from our own sampler, so cached steps skip the check)
+        if past == 0 and not torch.compiler.is_compiling() and T > 0 and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
             raise ValueError(f"token id {int(idx.max())} is outside the vocabulary [0, {self.config.vocab_size}); "
                              f"was the data made with another tokenizer?")
         pos = torch.arange(past, past + T, device=idx.device)
@@ -207,7 +208,7 @@ class GPT(nn.Module):
     # ----------------------------------------------------------------------------------------------
     # Generation
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eot_id=None,
                generator=None, use_cache=True):
         """Yield the next token of every row, (B, 1), one step at a time (for printing as they come).
@@ -283,17 +284,11 @@ class GPT(nn.Module):
         self.load_state_dict(state_dict, strict=False)
 
     @classmethod
-    def from_checkpoint(cls, path, device="cpu"):
-        """A model from one of our checkpoint files: a dict holding at least 'model' (the state dict,
-        in any float precision) and 'model_args' (the GPTConfig fields). Weights come back in float32."""
-        try:
-            checkpoint = torch.load(path, map_location=device, weights_only=True)
-        except FileNotFoundError:
-            raise ValueError(f"no checkpoint at {path}; train one with train.py or pass another path")
-        except Exception as e:
-            raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}); was it cut off while copying?")
-        if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_args" not in checkpoint:
-            raise ValueError(f"{path} is not a checkpoint of this project (it needs 'model' and 'model_args')")
+    def from_checkpoint(cls, checkpoint, device="cpu"):
+        """A model from one of our checkpoints (a path, or a dict from read_checkpoint): 'model' holds the
+        state dict, in any float precision, and 'model_args' the GPTConfig fields. Weights come back in float32."""
+        if not isinstance(checkpoint, dict):
+            checkpoint = read_checkpoint(checkpoint)
         model = cls(GPTConfig(**checkpoint["model_args"]))
         model.load_weights({k: v.float() for k, v in checkpoint["model"].items()})
         return model.to(device)
@@ -344,6 +339,21 @@ class GPT(nn.Module):
         if unexpected or any(not k.endswith((".attn.bias", ".attn.masked_bias")) for k in missing):
             raise RuntimeError(f"weights do not map onto GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")
         hf.save_pretrained(out_dir)
+
+
+def read_checkpoint(path):
+    """The dict saved by train.py (or a shipped model.pt), with a sentence for each way the file can be wrong.
+    weights_only: unpickling an arbitrary file can run code, so only tensors and plain containers are allowed;
+    mmap: the optimizer state of a training checkpoint is never read unless it is used."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise ValueError(f"no checkpoint at {path}; train one with train.py or pass another path")
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}); was it cut off while copying?")
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_args" not in checkpoint:
+        raise ValueError(f"{path} is not a checkpoint of this project (it needs 'model' and 'model_args')")
+    return checkpoint
 
 
 def check_sampling_args(temperature, top_k, top_p):

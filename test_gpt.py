@@ -2,11 +2,13 @@
 The test suite: `python -m pytest -q test_gpt.py`. Every test makes its own small data, so a fresh clone
 runs it without ../shared or the network (the one GPT-2 tokenizer-file check skips without them).
 """
+import dataclasses
 import itertools
 import json
 import math
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,15 +18,22 @@ import numpy as np
 import pytest
 import tiktoken
 import torch
+import torch.nn.functional as F
 
 import bpe
 import configurator
+import eval as evaluation
 import prepare as prep
+import sample
 from configurator import ConfigError, configure, pick_device
 from model import GPT, GPTConfig, PRESETS, preset_config
+from train import Batches, accumulate_gradients, get_lr, save
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(REPO, "..", "shared", "tiktoken_cache"))
+# Tiny models run faster on one thread: splitting a 32-wide matmul costs more than it saves, and much
+# more on a busy machine, where a second thread waits for a free core at every operation.
+torch.set_num_threads(1)
 
 
 def tiny_config(**overrides):
@@ -237,7 +246,6 @@ def test_configure_optimizers_decays_matrices_only():
 # ================================================================================================
 # train.py
 
-from train import Batches, accumulate_gradients, get_lr, save  # noqa: E402
 
 
 def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_min_lr():
@@ -336,7 +344,7 @@ def test_resumed_run_equals_uninterrupted_run(token_data, tmp_path):
     assert set(log[1]) == {"iter", "epoch", "tokens", "lr", "train_loss", "tok_per_sec", "mfu", "elapsed"}
     assert "val_loss" in log[0] and log[-1]["tokens"] == 16 * 8 * 32
     assert a[16] < a[1]  # it learns
-    best = torch.load(os.path.join(straight, "best.pt"), weights_only=False)
+    best = torch.load(os.path.join(straight, "best.pt"), weights_only=True)
     assert best["best_val_loss"] == min(r["val_loss"] for r in log if "val_loss" in r)
 
 
@@ -352,7 +360,7 @@ def test_sigint_finishes_the_step_saves_and_exits(token_data, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    checkpoint = torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=False)
+    checkpoint = torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)
     assert 2 <= checkpoint["iter_num"] < 100000 and "saving" in out
 
 
@@ -361,7 +369,7 @@ def test_nan_loss_stops_with_a_message(token_data, tmp_path):
     proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=50",
                      "--learning_rate=1e30", "--warmup_iters=1", "--grad_clip=0.0", "--ckpt_interval=1", check=False)
     assert proc.returncode != 0 and "loss is nan" in proc.stderr.lower() and "Traceback" not in proc.stderr
-    checkpoint = torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=False)  # the last good one
+    checkpoint = torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)  # the last good one
     assert checkpoint["iter_num"] == max(train_losses(out_dir))
 
 
@@ -935,3 +943,429 @@ def test_prepare_workers_read_ahead_a_bounded_number_of_batches():
     results = prep.map_in_order(abs, tasks(), 2, int, ())
     assert next(results) == 0 and len(pulled) <= 5
     assert list(results) == list(range(1, 100))
+
+
+# ================================================================================================
+# sample.py and eval.py
+
+# ---- a tiny trained out_dir, built once ------------------------------------------------------------
+
+def tiny_corpus(n_docs, seed):
+    """Short stories from a small grammar (so a tiny model can learn something), with some multi-byte
+    characters so that tokens split UTF-8 characters."""
+    rng = random.Random(seed)
+    names, animals = ["Tom", "Lily", "Zoë", "Max"], ["cat", "dog", "bird", "fish"]
+    places, feelings = ["park", "garden", "café", "river"], ["happy", "sad", "sleepy", "naïve"]
+    docs = []
+    for _ in range(n_docs):
+        sentences = []
+        for _ in range(rng.randint(2, 5)):
+            sentences.append(f"{rng.choice(names)} saw a {rng.choice(animals)} in the {rng.choice(places)}. "
+                             f"The {rng.choice(animals)} was {rng.choice(feelings)}.")
+        if rng.random() < 0.2:
+            sentences.append("They smiled 🙂 and went home.")
+        docs.append(" ".join(sentences))
+    return docs
+
+
+def train_tiny(model, tokens, steps, block_size, seed=0):
+    """A few dozen AdamW steps on random windows: enough for the model to prefer the corpus' text."""
+    g = torch.Generator().manual_seed(seed)
+    data = torch.from_numpy(tokens.astype(np.int64))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    log, loss = [], None
+    for step in range(steps):
+        ix = torch.randint(len(data) - block_size - 1, (16,), generator=g)
+        x = torch.stack([data[i:i + block_size] for i in ix])
+        y = torch.stack([data[i + 1:i + block_size + 1] for i in ix])
+        _, loss = model(x, y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        log.append(dict(iter=step + 1, epoch=(step + 1) * 16 * block_size / len(data), tokens=(step + 1) * 16 * block_size,
+                        lr=1e-2, train_loss=loss.item(), tok_per_sec=1000.0, mfu=None, elapsed=0.1 * (step + 1)))
+        if (step + 1) % 20 == 0:
+            log.append({**log[-1], "val_loss": loss.item() + 0.1})
+    return log, opt
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """data/ (train/val/test.bin, meta.json, tokenizer.json) and out/ (best.pt, ckpt.pt, meta.json,
+    tokenizer.json, log.jsonl), as prepare.py and train.py write them."""
+    root = tmp_path_factory.mktemp("tiny")
+    data_dir, out_dir = root / "data", root / "out"
+    data_dir.mkdir()
+    out_dir.mkdir()
+    docs = {"train": tiny_corpus(300, 0), "val": tiny_corpus(20, 1), "test": tiny_corpus(30, 2)}
+    tok = bpe.train_bpe([d + bpe.EOT for d in docs["train"]], 300)
+    tok.save(str(data_dir / "tokenizer.json"))
+    splits = {}
+    for split, texts in docs.items():
+        ids = np.array([i for d in texts for i in tok.encode_ordinary(d) + [tok.eot_id]], dtype=np.uint16)
+        ids.tofile(data_dir / f"{split}.bin")
+        splits[split] = dict(docs=len(texts), tokens=len(ids), bytes=sum(len(d.encode()) for d in texts))
+    meta = dict(vocab_size=tok.vocab_size, eot_id=tok.eot_id, dtype="uint16", tokenizer="tokenizer.json",
+                splits=splits, source="tiny grammar", args={})
+    (data_dir / "meta.json").write_text(json.dumps(meta))
+
+    torch.manual_seed(0)
+    config = GPTConfig(block_size=32, vocab_size=tok.vocab_size, n_layer=2, n_head=2, n_embd=32)
+    model = GPT(config)
+    train = np.fromfile(data_dir / "train.bin", dtype=np.uint16)
+    log, opt = train_tiny(model, train, 60, config.block_size)
+    model.eval()
+    checkpoint = dict(model=model.state_dict(), optimizer=opt.state_dict(), model_args=dataclasses.asdict(config),
+                      iter_num=60, best_val_loss=log[-1]["val_loss"], tokens=log[-1]["tokens"], elapsed=6.0,
+                      config=dict(data_dir=str(data_dir), block_size=32, batch_size=16),
+                      rng=dict(python=random.getstate()))
+    torch.save(checkpoint, out_dir / "best.pt")
+    torch.save({**checkpoint, "iter_num": 61}, out_dir / "ckpt.pt")
+    for name in ("meta.json", "tokenizer.json"):
+        shutil.copy(data_dir / name, out_dir / name)
+    (out_dir / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    return dict(root=root, data_dir=data_dir, out_dir=out_dir, model=model, tok=tok, meta=meta, docs=docs,
+                test=np.fromfile(data_dir / "test.bin", dtype=np.uint16))
+
+
+def copy_out_dir(trained, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(trained["out_dir"], out)
+    return out
+
+
+def run_main(module, monkeypatch, **settings):
+    """module.main() with some settings changed, as `--key=value` would; restored afterwards."""
+    with monkeypatch.context() as m:
+        for key, value in settings.items():
+            assert hasattr(module, key), key
+            m.setattr(module, key, value)
+        module.main()
+
+
+# ---- the loader --------------------------------------------------------------------------------
+
+def test_load_maps_best_last_and_model_pt(trained, tmp_path):
+    model, tok, meta = sample.load(str(trained["out_dir"]), "best")
+    assert meta["checkpoint"]["iter_num"] == 60 and meta["checkpoint_path"].endswith("best.pt")
+    assert tok.vocab_size == model.config.vocab_size == meta["vocab_size"]
+    for p, q in zip(model.parameters(), trained["model"].parameters()):
+        assert torch.equal(p, q)
+    assert sample.load(str(trained["out_dir"]), "last")[2]["checkpoint"]["iter_num"] == 61
+    # a shipped pretrained folder: only model.pt, fp16 weights and model_args
+    out = copy_out_dir(trained, tmp_path)
+    ckpt = torch.load(out / "best.pt", weights_only=True)
+    torch.save(dict(model={k: v.half() for k, v in ckpt["model"].items()}, model_args=ckpt["model_args"]),
+               out / "model.pt")
+    os.remove(out / "best.pt")
+    os.remove(out / "ckpt.pt")
+    model16, _, meta16 = sample.load(str(out), "best")
+    assert meta16["checkpoint_path"].endswith("model.pt")
+    for p, q in zip(model16.parameters(), trained["model"].parameters()):
+        assert torch.allclose(p, q, atol=1e-2)
+
+
+def test_load_rejects_broken_folders(trained, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError, match="no checkpoint in .*train.py --out_dir"):
+        sample.load(str(empty))
+    with pytest.raises(ConfigError, match="'best' or 'last'"):
+        sample.load(str(trained["out_dir"]), "newest")
+
+    out = copy_out_dir(trained, tmp_path)
+    (out / "ckpt.pt").write_bytes((out / "ckpt.pt").read_bytes()[:1000])  # cut off while copying
+    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+        sample.load(str(out), "last")
+
+    os.remove(out / "meta.json")
+    with pytest.raises(ConfigError, match="no meta.json"):
+        sample.load(str(out))
+    shutil.copy(trained["out_dir"] / "meta.json", out / "meta.json")
+    os.remove(out / "tokenizer.json")
+    with pytest.raises(ConfigError, match="tokenizer.json not found"):
+        sample.load(str(out))
+
+    # a tokenizer of another size: the three vocabulary records disagree
+    bpe.train_bpe(["some other text entirely"], 270).save(str(out / "tokenizer.json"))
+    with pytest.raises(ConfigError, match="vocabulary sizes .* do not match"):
+        sample.load(str(out))
+    shutil.copy(trained["out_dir"] / "tokenizer.json", out / "tokenizer.json")
+    (out / "meta.json").write_text(json.dumps({**trained["meta"], "vocab_size": 8192}))
+    with pytest.raises(ConfigError, match="meta.json 8192"):
+        sample.load(str(out))
+
+    # weights of another shape than model_args says
+    shutil.copy(trained["out_dir"] / "meta.json", out / "meta.json")
+    ckpt = torch.load(trained["out_dir"] / "best.pt", weights_only=True)
+    ckpt["model"]["transformer.wpe.weight"] = torch.zeros(64, 32)
+    torch.save(ckpt, out / "best.pt")
+    with pytest.raises(ConfigError, match="wpe.weight.*shape"):
+        sample.load(str(out))
+
+
+# ---- sampling ----------------------------------------------------------------------------------
+
+def test_greedy_is_deterministic(trained):
+    model, tok = trained["model"], trained["tok"]
+    prompt = sample.encode_prompt(tok, "Tom saw a")
+    runs = [sample.stream_sample(model, tok, prompt, 20, torch.Generator().manual_seed(s), out=open(os.devnull, "w"),
+                                 **sample.sampling_args(0.0, 0, 1.0))[0] for s in (1, 2)]
+    assert runs[0] == runs[1] and len(runs[0]) > 0
+    logits, _ = model(torch.tensor([prompt]))
+    assert runs[0][0] == logits[0, -1].argmax().item()  # greedy = the most likely token
+
+
+def next_token_draws(model, prompt, n, **sampling):
+    """n independent draws of the token after prompt, and the model's probabilities for it."""
+    idx = torch.tensor([prompt] * n)
+    draws = next(model.stream(idx, 1, generator=torch.Generator().manual_seed(0), **sampling))[:, 0]
+    probs = F.softmax(model(idx[:1])[0][0, -1], dim=-1)
+    return set(draws.tolist()), probs
+
+
+@pytest.mark.parametrize("text", ["", "Lily saw a", "The cat was"])
+def test_top_k_and_nucleus_stay_in_their_sets(trained, text):
+    model, tok = trained["model"], trained["tok"]
+    prompt = sample.encode_prompt(tok, text)
+    # temperature 2 flattens the distribution, so a token outside the set would be drawn if allowed
+    drawn, probs = next_token_draws(model, prompt, 2000, **sample.sampling_args(2.0, 5, 1.0))
+    assert drawn <= set(probs.topk(5).indices.tolist())
+    assert len(drawn) > 1
+
+    drawn, probs = next_token_draws(model, prompt, 2000, **sample.sampling_args(1.0, 0, 0.8))
+    sorted_probs, order = probs.sort(descending=True)
+    size = int((sorted_probs.cumsum(0) < 0.8).sum()) + 1  # the fewest tokens whose probability reaches 0.8
+    assert drawn <= set(order[:size].tolist())
+
+
+def test_text_stream_prints_split_characters_whole(trained):
+    tok = trained["tok"]
+    text = "Zoë smiled 🙂 at the café"
+    ids = tok.encode(text)
+    assert any("\ufffd" in tok.decode([i]) for i in ids)  # the test means something: tokens split characters
+    stream = sample.TextStream(tok)
+    pieces = [stream.push(i) for i in ids] + [stream.flush()]
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in p for p in pieces)
+
+
+def test_sample_cli_streams_compares_and_reports_speed(trained, monkeypatch, capsys, tmp_path):
+    prompt_file = tmp_path / "prompt.txt"
+    prompt_file.write_text("Max saw a")
+    common = dict(out_dir=str(trained["out_dir"]), device="cpu", max_new_tokens=12)
+    run_main(sample, monkeypatch, **common, start=f"FILE:{prompt_file}", num_samples=2, top_p=0.9)
+    out = capsys.readouterr().out
+    assert out.count("Max saw a") == 2 and "tokens/s" in out
+    run_main(sample, monkeypatch, **common, start="Tom", strategy="compare")
+    out = capsys.readouterr().out
+    assert all(label in out for label in ("greedy", "top-k 50", "nucleus 0.9"))
+    run_main(sample, monkeypatch, **common, greedy=True)
+    first = capsys.readouterr().out.rsplit("---", 1)[0]
+    run_main(sample, monkeypatch, **common, greedy=True, seed=7)
+    assert capsys.readouterr().out.rsplit("---", 1)[0] == first
+
+
+@pytest.mark.parametrize("args, message", [
+    (dict(temperature=-1.0), "temperature must be >= 0"),
+    (dict(top_k=-1), "top_k must be >= 1, or 0"),
+    (dict(top_p=0.0), r"top_p must be in \(0, 1\]"),
+    (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
+    (dict(strategy="beam"), "'sample' or 'compare'"),
+    (dict(start="FILE:/nonexistent/prompt.txt"), "cannot read the prompt file"),
+])
+def test_sample_rejects_bad_settings(trained, monkeypatch, args, message):
+    with pytest.raises(ConfigError, match=message):
+        run_main(sample, monkeypatch, out_dir=str(trained["out_dir"]), device="cpu", **args)
+
+
+def test_bad_input_is_one_line_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "sample.py", f"--out_dir={tmp_path}", "--device=cpu"],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [f"error: no checkpoint in {tmp_path}; train with "
+                                                  f"`python train.py --out_dir={tmp_path}`"]
+
+
+# ---- perplexity and bits per byte ----------------------------------------------------------------
+
+def test_perplexity_is_exp_of_hand_computed_mean_nll(trained):
+    model, tokens, eot = trained["model"], trained["test"], trained["tok"].eot_id
+    T = model.config.block_size
+    # by hand: prepend eot, cut into block_size windows, sum -log p(target) with log_softmax
+    stream = torch.tensor([eot] + tokens.tolist())
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, len(tokens), T):
+            x = stream[start:start + T]
+            y = stream[start + 1:start + T + 1]
+            logp = F.log_softmax(model(x[None, :len(y)])[0][0], dim=-1)
+            total -= logp[torch.arange(len(y)), y].double().sum().item()
+    n_bytes = trained["meta"]["splits"]["test"]["bytes"]
+    result = evaluation.evaluate_tokens(model, tokens, eot, n_bytes, batch_size=3)
+    assert result["tokens"] == len(tokens)
+    assert result["loss"] == pytest.approx(total / len(tokens), rel=1e-5)
+    assert result["perplexity"] == pytest.approx(math.exp(total / len(tokens)), rel=1e-5)
+    assert result["bits_per_byte"] == pytest.approx(total / (math.log(2) * n_bytes), rel=1e-5)
+    assert "non-overlapping" in result["scoring"]
+
+
+def test_bits_per_byte_formula_and_byte_count(trained):
+    assert evaluation.bits_per_byte(8 * math.log(2), 4) == pytest.approx(2.0)  # 8 bits over 4 bytes
+    tok, meta = trained["tok"], trained["meta"]
+    assert evaluation.text_bytes(tok, trained["test"], tok.eot_id) == meta["splits"]["test"]["bytes"]
+
+
+@pytest.mark.parametrize("n, block_size, stride", [(100, 32, 32), (100, 32, 8), (33, 32, 1), (5, 32, 32), (64, 32, 31)])
+def test_every_token_is_scored_exactly_once(n, block_size, stride):
+    scored = np.zeros(n, dtype=int)
+    for i, (start, end, first) in enumerate(evaluation.scoring_windows(n, block_size, stride)):
+        assert end - start <= block_size and start <= first < end
+        if i > 0:  # after the first window, every scored token has block_size - stride tokens before it
+            assert first - start >= min(block_size - stride, first)
+        scored[first:end] += 1
+    assert (scored == 1).all()
+
+
+def test_sliding_window_scores_every_token_with_more_context(trained):
+    model, tokens, eot = trained["model"], trained["test"], trained["tok"].eot_id
+    plain = evaluation.evaluate_tokens(model, tokens, eot, 1000)
+    sliding = evaluation.evaluate_tokens(model, tokens, eot, 1000, stride=8)
+    assert sliding["tokens"] == plain["tokens"] == len(tokens) and "stride 8" in sliding["scoring"]
+    assert sliding["loss"] != plain["loss"]  # the same tokens, scored with other contexts
+    assert evaluation.evaluate_tokens(model, tokens, eot, 1000, stride=32)["loss"] == plain["loss"]
+    with pytest.raises(ConfigError, match="--stride"):
+        evaluation.evaluate_tokens(model, tokens, eot, 1000, stride=33)
+
+
+def test_document_sample_is_whole_documents(trained):
+    train = np.fromfile(trained["data_dir"] / "train.bin", dtype=np.uint16)
+    eot = trained["tok"].eot_id
+    part = evaluation.document_sample(train, eot, 500, seed=3)
+    assert len(part) >= 500 and part[-1] == eot  # ends where a document ends
+    starts = [0] + [i + 1 for i in np.flatnonzero(train == eot)]
+    assert any(np.array_equal(train[s:s + len(part)], part) for s in starts)  # begins where one begins
+
+
+# ---- sampling analysis -------------------------------------------------------------------------
+
+def test_distinct_n_and_repeated_ngrams_on_hand_made_strings():
+    assert evaluation.distinct_n(["a b a b"], 1) == 0.5  # 2 different words of 4
+    assert evaluation.distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)  # ab, ba, ab
+    assert evaluation.distinct_n(["a b", "a b"], 2) == 0.5  # the same bigram in two texts
+    assert evaluation.distinct_n(["a b", "c"], 2) == 1.0  # n-grams do not cross texts
+    assert evaluation.distinct_n(["x"], 3) == 0.0
+    assert evaluation.repeated_ngram_share("a b c d a b c d", 4) == pytest.approx(1 / 5)  # abcd again
+    assert evaluation.repeated_ngram_share("the cat sat on the mat", 4) == 0.0
+    assert evaluation.repeated_ngram_share("go go go go go go", 4) == pytest.approx(2 / 3)
+
+
+def test_sampling_analysis_measures_each_strategy(trained):
+    model, tok = trained["model"], trained["tok"]
+    result = evaluation.sampling_analysis(model, tok, trained["test"], num_prompts=4, prompt_tokens=4,
+                                          new_tokens=16, temperatures=(0.7,))
+    rows = result["strategies"]
+    assert list(rows) == ["reference", "greedy", "top-k 50, T=1", "nucleus 0.9, T=1", "sampling, T=0.7"]
+    for m in rows.values():
+        assert m["fluency_ppl"] > 1 and 0 < m["distinct_2"] <= 1 and 0 <= m["rep_4"] <= 1
+        assert len(m["examples"]) == 2
+    # greedy always takes the likeliest token, so the model finds its text likelier than sampled text
+    assert rows["greedy"]["fluency_ppl"] < rows["top-k 50, T=1"]["fluency_ppl"]
+    # fluency is the model's own perplexity of the text: check one continuation by hand
+    prompt = tok.encode_ordinary(rows["reference"]["examples"][0]["prompt"])
+    ((nll, n),) = evaluation.continuation_nll(model, [([tok.eot_id] + prompt[:2], prompt[2:])])
+    logp = F.log_softmax(model(torch.tensor([[tok.eot_id] + prompt[:-1]]))[0][0], dim=-1)
+    assert n == len(prompt) - 2
+    assert nll == pytest.approx(-sum(logp[i + 2, t].item() for i, t in enumerate(prompt[2:])), rel=1e-5)
+
+
+# ---- HellaSwag ---------------------------------------------------------------------------------
+
+HELLASWAG = [  # the right ending is the corpus' grammar; the others are not
+    {"ctx": "Tom saw a cat in the", "endings": ["zqx vvk pfft.", "park. The dog was happy.", "qq qq qq", "!!??"], "label": 1},
+    {"ctx": "The bird was", "endings": ["sleepy.", "xkcd jjj zzz wq", "vv bb nn", "zzzz"], "label": 0},
+    {"ctx": "Lily saw a dog in the", "endings": ["qwp", "zzx xxz", "jjj kkk", "garden. The fish was sad."], "label": 3},
+]
+
+
+def test_hellaswag_scores_a_known_fixture(trained, tmp_path):
+    path = tmp_path / "hs.jsonl"
+    path.write_text("".join(json.dumps(item) + "\n" for item in HELLASWAG))
+    items = evaluation.read_hellaswag(str(path))
+    model, tok = trained["model"], trained["tok"]
+    result = evaluation.evaluate_hellaswag(model, tok, items, batch_size=5)
+    assert result["items"] == 3 and result["accuracy"] == 1.0 and result["accuracy_norm"] == 1.0
+    # the score of an ending is its log-likelihood after the context: check one by hand
+    ctx, ending = sample.encode_prompt(tok, HELLASWAG[0]["ctx"]), tok.encode_ordinary(" " + HELLASWAG[0]["endings"][1])
+    logp = F.log_softmax(model(torch.tensor([ctx + ending[:-1]]))[0][0], dim=-1)
+    by_hand = -sum(logp[len(ctx) - 1 + i, t].item() for i, t in enumerate(ending))
+    ((nll, n),) = evaluation.continuation_nll(model, [(ctx, ending)])
+    assert n == len(ending) and nll == pytest.approx(by_hand, rel=1e-5)
+
+
+@pytest.mark.parametrize("line, message", [
+    ("{not json", "line 2: not valid JSON"),
+    (json.dumps({"ctx": "a", "endings": ["b", "c"], "label": 0}), "line 2: 'endings' must be a list of 4"),
+    (json.dumps({"ctx": "a", "endings": ["b"] * 4, "label": 4}), "line 2: 'label' must be 0, 1, 2 or 3"),
+    (json.dumps({"endings": ["b"] * 4, "label": 1}), "line 2: needs a string 'ctx'"),
+])
+def test_malformed_hellaswag_line_names_the_line(tmp_path, line, message):
+    path = tmp_path / "hs.jsonl"
+    path.write_text(json.dumps(HELLASWAG[0]) + "\n" + line + "\n")
+    with pytest.raises(ConfigError, match=message):
+        evaluation.read_hellaswag(str(path))
+
+
+# ---- the command line: eval.json, plot, report, comparison, bad data ----------------------------
+
+EVAL_FAST = dict(device="cpu", num_prompts=3, prompt_tokens=4, new_tokens=8, temperatures=(1.0,), train_tokens=400)
+
+
+def test_report_with_loss_plot_and_eval_json(trained, tmp_path, monkeypatch, capsys):
+    out = copy_out_dir(trained, tmp_path)
+    hs = tmp_path / "hs.jsonl"
+    hs.write_text("".join(json.dumps(item) + "\n" for item in HELLASWAG))
+    run_main(evaluation, monkeypatch, out_dir=str(out), report=True, hellaswag=str(hs), **EVAL_FAST)
+    results = json.loads((out / "eval.json").read_text())
+    for split in ("test", "val", "train"):
+        assert {"loss", "perplexity", "bits_per_byte", "tokens", "bytes", "scoring"} <= set(results[split])
+    assert results["test"]["tokens"] == trained["meta"]["splits"]["test"]["tokens"]  # all of it
+    assert results["train"]["tokens"] < trained["meta"]["splits"]["train"]["tokens"]  # a sample
+    assert "sample" in results["train"]["scoring"] and results["hellaswag"]["items"] == 3
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    for heading in ("## Model and training", "![training and validation loss](loss.png)", "## Perplexity and bits per byte",
+                    "## Decoding strategies", "nucleus 0.9", "## HellaSwag", "<blockquote><b>"):
+        assert heading in report
+    # a later run of the same checkpoint keeps what it does not redo
+    run_main(evaluation, monkeypatch, out_dir=str(out), splits="", num_prompts=0, device="cpu")
+    assert json.loads((out / "eval.json").read_text())["hellaswag"]["items"] == 3
+
+
+def test_compare_writes_a_table(trained, tmp_path, monkeypatch, capsys):
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(trained["out_dir"], a)
+    shutil.copytree(trained["out_dir"], b)
+    table = tmp_path / "comparison.md"
+    run_main(evaluation, monkeypatch, out_dirs=f"{a},{b}", compare_file=str(table), splits="test", **EVAL_FAST)
+    lines = table.read_text().splitlines()
+    assert lines[0].startswith("| model | parameters | training tokens | epochs |") and len(lines) == 4
+    assert lines[2].split("|")[2:] == lines[3].split("|")[2:]  # same model, same numbers
+    assert "test PPL" in capsys.readouterr().out
+
+
+def test_eval_rejects_bad_data(trained, tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    shutil.copytree(trained["data_dir"], data)
+    (data / "test.bin").write_bytes(b"")
+    with pytest.raises(ConfigError, match="test split .* is empty"):
+        run_main(evaluation, monkeypatch, out_dir=str(copy_out_dir(trained, tmp_path)), data_dir=str(data), **EVAL_FAST)
+    # data made with another tokenizer
+    shutil.copy(trained["data_dir"] / "test.bin", data / "test.bin")
+    (data / "meta.json").write_text(json.dumps({**trained["meta"], "tokenizer": "gpt2", "vocab_size": 50257}))
+    with pytest.raises(ConfigError, match="another tokenizer"):
+        run_main(evaluation, monkeypatch, out_dir=str(trained["out_dir"]), data_dir=str(data), **EVAL_FAST)
+    with pytest.raises(ConfigError, match="HellaSwag file .* not found"):
+        evaluation.read_hellaswag(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(ConfigError, match="must be below block_size=32"):
+        evaluation.sampling_analysis(trained["model"], trained["tok"], trained["test"], prompt_tokens=16, new_tokens=16)

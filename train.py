@@ -25,7 +25,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import ConfigError, atomic_write, autocast, configure, pick_device, pick_dtype
-from model import GPT, GPTConfig, PRESETS, preset_config
+from model import GPT, GPTConfig, PRESETS, preset_config, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
 # Settings: GPT-2 small (124M) with the assignment's short context. Override freely.
@@ -130,6 +130,12 @@ def peak_flops(device_name):
     return None
 
 
+def numpy_state():
+    """NumPy's RNG state as plain lists, so checkpoints load with torch.load(weights_only=True)."""
+    name, keys, *rest = np.random.get_state()
+    return [name, keys.tolist(), *rest]
+
+
 def save(path, obj):
     with atomic_write(path) as tmp:
         torch.save(obj, tmp)
@@ -147,7 +153,7 @@ def train(overrides=()):
         ckpt_path = os.path.join(out_dir, "ckpt.pt")
         if not os.path.exists(ckpt_path):
             raise ConfigError(f"cannot resume: no checkpoint at {ckpt_path}; train with --init_from=scratch first")
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
         # continue the run as it was configured, except for what is given now (say, a larger max_iters)
         keep = set(overrides) | {"init_from", "out_dir"}
         globals().update({k: v for k, v in checkpoint["config"].items() if k not in keep})
@@ -220,7 +226,7 @@ def train(overrides=()):
             raise ConfigError(f"init_from={init_from!r} is neither 'scratch', 'resume', a GPT-2 preset "
                               f"({', '.join(PRESETS)}) nor a folder holding model.pt, best.pt or ckpt.pt")
         try:
-            model = GPT.from_checkpoint(found[0])
+            model = GPT.from_checkpoint(read_checkpoint(found[0]))
         except ValueError as e:
             raise ConfigError(str(e))
         if model.config.vocab_size != meta["vocab_size"]:
@@ -240,7 +246,7 @@ def train(overrides=()):
         sampler.set_state(checkpoint["sampler"])
         rng = checkpoint["rng"]
         random.setstate(rng["python"])
-        np.random.set_state(rng["numpy"])
+        np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
@@ -275,7 +281,7 @@ def train(overrides=()):
             "iter_num": iter_num, "tokens": tokens_seen, "best_val_loss": best_val_loss, "config": config,
             "elapsed": elapsed_before + time.time() - t_start, "sampler": sampler.get_state(),
             "tokenizer": meta["tokenizer"],
-            "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "rng": {"python": random.getstate(), "numpy": numpy_state(), "torch": torch.get_rng_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }
 

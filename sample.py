@@ -1,0 +1,241 @@
+"""
+Generate text with a trained model, printing tokens as they come:
+
+    python sample.py --out_dir=out --start="Once upon a time" --num_samples=3 --max_new_tokens=200 \
+        --temperature=0.8 --top_k=50 --top_p=0.9 --seed=1337
+    python sample.py --out_dir=out --greedy                    # same as --temperature=0
+    python sample.py --out_dir=out --start=FILE:prompt.txt     # the prompt from a file
+    python sample.py --out_dir=out --strategy=compare          # greedy, top-k and nucleus, one under the other
+
+Sampling follows Hugging Face's conventions: --top_k=0 and --top_p=1.0 switch those filters off.
+Generation stops at the end-of-text token or after max_new_tokens, and ends with a tokens/s figure.
+
+This file also holds load(), which eval.py shares: an out_dir (or a shipped pretrained/<name>/ folder)
+-> (model, tokenizer, meta), with one-line errors for every way such a folder can be wrong.
+"""
+import json
+import os
+import sys
+import time
+
+import torch
+
+from configurator import ConfigError, autocast, configure, pick_device, pick_dtype
+from model import GPT, GPTConfig, check_sampling_args, read_checkpoint
+
+# ------------------------------------------------------------------------------------------------
+out_dir = "out"  # a folder written by train.py, or a shipped pretrained/<name>/ folder
+ckpt = "best"  # 'best' (best.pt, lowest validation loss) or 'last' (ckpt.pt); a shipped folder has model.pt
+start = ""  # the prompt; 'FILE:prompt.txt' reads it from a file; empty starts a fresh document
+num_samples = 1
+max_new_tokens = 200
+temperature = 0.8  # < 1 sharpens the distribution, > 1 flattens it; 0 is greedy
+top_k = 50  # sample among the k most likely tokens only; 0 = no limit
+top_p = 1.0  # nucleus: the fewest most likely tokens whose probability reaches top_p; 1.0 = no limit
+greedy = False  # always take the most likely token (same as --temperature=0)
+strategy = "sample"  # 'sample' (the settings above) or 'compare' (greedy, top-k 50 and nucleus 0.9)
+seed = 1337
+device = "auto"
+dtype = "auto"
+# ------------------------------------------------------------------------------------------------
+
+CHECKPOINTS = {"best": "best.pt", "last": "ckpt.pt"}
+# what load() keeps of a checkpoint besides the weights; optimizer and RNG state are only for resuming
+CHECKPOINT_INFO = ("model_args", "iter_num", "best_val_loss", "config", "tokens", "elapsed")
+
+
+def find_checkpoint(out_dir, ckpt="best"):
+    """The checkpoint file --ckpt names, else a shipped folder's model.pt, else the other one (a run
+    stopped early may have written only best.pt, or only ckpt.pt)."""
+    if ckpt not in CHECKPOINTS:
+        raise ConfigError(f"--ckpt must be 'best' or 'last', got {ckpt!r}")
+    wanted, other = CHECKPOINTS[ckpt], CHECKPOINTS["last" if ckpt == "best" else "best"]
+    for name in (wanted, "model.pt", other):
+        path = os.path.join(out_dir, name)
+        if os.path.isfile(path):
+            if name == other:
+                print(f"note: {out_dir} has no {wanted}; using {name}", file=sys.stderr)
+            return path
+    raise ConfigError(f"no checkpoint in {out_dir}; train with `python train.py --out_dir={out_dir}`")
+
+
+def load(out_dir, ckpt="best", device="cpu"):
+    """(model, tokenizer, meta) from a training out_dir or a shipped pretrained folder.
+    model: a GPT in eval mode on `device`, float32 weights. tokenizer: the one the model was trained
+    with. meta: the data's meta.json plus meta['checkpoint'] (model_args, iter_num, best_val_loss,
+    config, tokens, elapsed: whichever the file has) and meta['checkpoint_path']."""
+    path = find_checkpoint(out_dir, ckpt)
+    try:
+        checkpoint = read_checkpoint(path)
+        config = GPTConfig(**checkpoint["model_args"])
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: {e}")
+
+    meta_path = os.path.join(out_dir, "meta.json")
+    if not os.path.isfile(meta_path):
+        raise ConfigError(f"{out_dir} has a checkpoint but no meta.json; copy the one from the data dir the model "
+                          f"was trained on (train.py does this, with the tokenizer file)")
+    try:
+        meta = json.load(open(meta_path))
+        spec = meta["tokenizer"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"{meta_path} is not a meta.json written by prepare.py ({type(e).__name__}: {e})")
+    tokenizer = load_tokenizer(out_dir, spec)
+
+    # Three records of the vocabulary must agree, or every token id would mean another string.
+    sizes = {"the tokenizer": tokenizer.vocab_size, "meta.json": meta.get("vocab_size"), "the checkpoint": config.vocab_size}
+    if len(set(sizes.values())) > 1:
+        found = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        raise ConfigError(f"vocabulary sizes in {out_dir} do not match ({found}); the checkpoint, meta.json and "
+                          f"tokenizer must come from the same prepare.py + train.py run")
+    if meta.get("eot_id") != tokenizer.eot_id:
+        raise ConfigError(f"meta.json in {out_dir} says eot_id={meta.get('eot_id')} but the tokenizer's is "
+                          f"{tokenizer.eot_id}; they come from different prepare.py runs")
+
+    try:
+        model = GPT.from_checkpoint(checkpoint)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}")
+    meta["checkpoint"] = {k: checkpoint[k] for k in CHECKPOINT_INFO if k in checkpoint}
+    meta["checkpoint_path"] = path
+    return model.to(device).eval(), tokenizer, meta
+
+
+def load_tokenizer(folder, spec):
+    """meta.json's 'tokenizer' is 'gpt2' (OpenAI's, through tiktoken) or a file name in the same folder."""
+    from bpe import load_tokenizer as load_bpe  # imported here so load() errors stay one line without it
+    if spec != "gpt2":
+        spec = os.path.join(folder, spec)
+        if not os.path.isfile(spec):
+            raise ConfigError(f"{spec} not found; meta.json names it as the tokenizer (copy it from the data dir)")
+    try:
+        return load_bpe(spec)
+    except Exception as e:
+        raise ConfigError(f"cannot load the tokenizer {spec!r} ({type(e).__name__}: {e})")
+
+
+def sampling_args(temperature, top_k, top_p):
+    """Command-line values -> keyword arguments for model.stream / model.generate, with Hugging Face's
+    conventions: top_k=0 (or None) and top_p=1.0 mean no filter. Bad values are one-line errors."""
+    if top_k is not None and top_k < 0:
+        raise ConfigError(f"--top_k must be >= 1, or 0 for no limit; got {top_k}")
+    top_k = top_k or None
+    top_p = None if top_p == 1.0 else top_p
+    try:
+        check_sampling_args(temperature, top_k, top_p)
+    except ValueError as e:
+        raise ConfigError(f"--{e}")
+    return dict(temperature=float(temperature), top_k=top_k, top_p=top_p)
+
+
+def strategies(temperature=1.0):
+    """The three decoding strategies compared by --strategy=compare and by eval.py. temperature
+    applies to the two sampling ones (0 would make them greedy too, so it is taken as 1)."""
+    t = temperature or 1.0
+    return {
+        "greedy": sampling_args(0.0, None, 1.0),
+        f"top-k 50, T={t:g}": sampling_args(t, 50, 1.0),
+        f"nucleus 0.9, T={t:g}": sampling_args(t, None, 0.9),
+    }
+
+
+def encode_prompt(tokenizer, text):
+    """The prompt's token ids, after an end-of-text token: in training every document followed one,
+    so this is how the model knows a document begins here. An empty prompt is just that token."""
+    return [tokenizer.eot_id] + tokenizer.encode_ordinary(text)
+
+
+def read_prompt(start):
+    if start.startswith("FILE:"):
+        path = start[len("FILE:"):]
+        try:
+            with open(path, encoding="utf-8") as f:
+                return f.read()
+        except OSError as e:
+            raise ConfigError(f"cannot read the prompt file {path!r} ({e.strerror})")
+    return start
+
+
+class TextStream:
+    """Turns token ids, one at a time, into text that is safe to print. Byte-level BPE can split one
+    character over two tokens (an emoji, most Chinese characters), and half a character decodes to the
+    replacement character '\ufffd'. So we decode the tokens not yet printed together, and hold them
+    back while their text ends in '\ufffd': the next token may complete the character."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.pending = tokenizer, []
+
+    def push(self, token):
+        self.pending.append(token)
+        text = self.tokenizer.decode(self.pending)
+        if text.endswith("\ufffd"):
+            return ""
+        self.pending = []
+        return text
+
+    def flush(self):
+        """Whatever is still held back (a character the model never completed), at the end."""
+        text = self.tokenizer.decode(self.pending) if self.pending else ""
+        self.pending = []
+        return text
+
+
+def stream_sample(model, tokenizer, prompt, max_new_tokens, generator=None, out=None, **sampling):
+    """Generate one continuation of the prompt ids, writing its text to `out` as it comes. Returns
+    (token ids without the end-of-text token, tokens generated including it)."""
+    out = out or sys.stdout
+    idx = torch.tensor([prompt], dtype=torch.long, device=model.lm_head.weight.device)
+    text, ids, steps = TextStream(tokenizer), [], 0
+    for next_id in model.stream(idx, max_new_tokens, eot_id=tokenizer.eot_id, generator=generator, **sampling):
+        steps += 1
+        token = next_id.item()
+        if token == tokenizer.eot_id:
+            break
+        ids.append(token)
+        out.write(text.push(token))
+        out.flush()
+    out.write(text.flush())
+    return ids, steps
+
+
+def main():
+    dev = pick_device(device)
+    device_type = dev.split(":")[0]
+    ctx = autocast(device_type, pick_dtype(dtype, device_type))
+    if strategy not in ("sample", "compare"):
+        raise ConfigError(f"--strategy must be 'sample' or 'compare', got {strategy!r}")
+    if strategy == "compare":
+        runs = strategies(temperature)
+    else:
+        runs = {"": sampling_args(0.0 if greedy else temperature, top_k, top_p)}
+    if max_new_tokens < 1 or num_samples < 1:
+        raise ConfigError("--max_new_tokens and --num_samples must be at least 1")
+    prompt_text = read_prompt(start)
+    model, tokenizer, meta = load(out_dir, ckpt, dev)
+    prompt = encode_prompt(tokenizer, prompt_text)
+    print(f"{meta['checkpoint_path']}: {model.num_params() / 1e6:.2f}M parameters, {len(prompt) - 1} prompt tokens",
+          file=sys.stderr)
+
+    generator = torch.Generator(device=dev).manual_seed(seed)
+    total_tokens, total_time = 0, 0.0
+    for i in range(num_samples):
+        for label, sampling in runs.items():
+            if strategy == "compare":
+                print(f"--- sample {i + 1}/{num_samples}, {label}")
+                generator.manual_seed(seed + i)  # the same seed for every strategy: only the rule differs
+            elif num_samples > 1:
+                print(f"--- sample {i + 1}/{num_samples}")
+            sys.stdout.write(prompt_text)
+            t0 = time.perf_counter()
+            with ctx:
+                _, steps = stream_sample(model, tokenizer, prompt, max_new_tokens, generator, **sampling)
+            total_time += time.perf_counter() - t0
+            total_tokens += steps
+            print()
+    print(f"--- {total_tokens} tokens in {total_time:.2f}s: {total_tokens / total_time:.1f} tokens/s "
+          f"({dev}, KV cache)")
+
+
+if __name__ == "__main__":
+    configure(globals())
+    main()
