@@ -45,7 +45,7 @@ size = "cpu"  # 'cpu': the CPU config's model (config/tinystories_cpu.py); 'gpt2
 block_size = 0  # 0: the size's own default (256 for 'cpu', 1024 for 'gpt2')
 batch_size = 0  # 0: the size's own default
 seq_lens = (128, 512, 1024)  # for the attention benchmark
-steps = 10  # timed steps per measurement, after warm-up
+steps = 5  # timed steps per round, after warm-up
 device = "auto"
 dtype = "auto"
 compile = None  # None: on CUDA only, as in train.py
@@ -244,10 +244,8 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
-def time_steps(step, dev, warmup=3):
-    """Median seconds per call of step(), after warm-up calls (which also absorb compilation)."""
-    for _ in range(warmup):
-        step()
+def time_steps(step, dev):
+    """Seconds of each of `steps` calls of step()."""
     sync(dev)
     times = []
     for _ in range(steps):
@@ -255,7 +253,11 @@ def time_steps(step, dev, warmup=3):
         step()
         sync(dev)
         times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    return times
+
+
+def median(values):
+    return sorted(values)[len(values) // 2]
 
 
 def peak_memory(dev):
@@ -286,7 +288,9 @@ def bench_attention():
 
             if dev.startswith("cuda"):
                 torch.cuda.reset_peak_memory_stats()
-            row[fused] = (time_steps(step, dev), peak_memory(dev))
+            for _ in range(2):  # warm-up
+                step()
+            row[fused] = (median(time_steps(step, dev)), peak_memory(dev))
             del model
         (tf, mf), (tm, mm) = row[True], row[False]
         mem = f"{mf:,.0f} | {mm:,.0f}" if mf is not None else "- | -"
@@ -326,7 +330,7 @@ def bench_train():
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     config = model_config(**({"block_size": block_size} if block_size else {}))
-    batch = batch_size or (16 if size == "gpt2" else 8)
+    batch = batch_size or 16
     T = config.block_size
     use_compile = device_type == "cuda" if compile is None else compile
     g = torch.Generator().manual_seed(seed)
@@ -334,12 +338,10 @@ def bench_train():
     peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
     print(f"model: {size} ({config.n_layer}L {config.n_head}H {config.n_embd}C, vocab {config.vocab_size}), "
           f"batch {batch} x {T} tokens, {dev}, {ptdtype}\n")
-    print("| implementation | ms/step | tokens/s | MFU | vs Hugging Face |")
-    print("|---|---|---|---|---|")
     runs = [("Hugging Face GPT2LMHeadModel (sdpa, eager)", "hf", False), ("ours, eager", "ours", False)]
     if use_compile:
         runs.append(("ours, torch.compile", "ours", True))
-    reference = None
+    steppers = []
     for label, which, compiled in runs:
         torch.manual_seed(seed)
         ours = GPT(config)
@@ -348,9 +350,8 @@ def bench_train():
             torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1,
                               **({"fused": True} if device_type == "cuda" else {}))
         step_model = torch.compile(model) if compiled else model
-        i = [0]
 
-        def step():
+        def step(model=model, step_model=step_model, optimizer=optimizer, i=[0]):
             x = data[i[0] % len(data)]
             i[0] += 1
             accumulate_gradients(step_model, [(x[:, :-1], x[:, 1:])], ctx)
@@ -358,14 +359,24 @@ def bench_train():
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        seconds = time_steps(step, dev, warmup=5 if compiled else 3)
+        for _ in range(5 if compiled else 2):  # warm-up, and compilation
+            step()
+        steppers.append((label, step, ours))
+    # take turns, `repeats` rounds of `steps` steps each: a busy or throttling machine slows all alike
+    times = {label: [] for label, _, _ in steppers}
+    for _ in range(repeats):
+        for label, step, _ in steppers:
+            times[label] += time_steps(step, dev)
+    print(f"median of {repeats} x {steps} steps each, taking turns\n")
+    print("| implementation | ms/step | tokens/s | MFU | vs Hugging Face |")
+    print("|---|---|---|---|---|")
+    reference = None
+    for label, _, ours in steppers:
+        seconds = median(times[label])
         tok_s = batch * T / seconds
         reference = reference or tok_s
         mfu = f"{100 * ours.estimate_mfu(tok_s, T, peak):.1f}%" if peak else "-"
         print(f"| {label} | {1e3 * seconds:.1f} | {tok_s:,.0f} | {mfu} | {tok_s / reference:.2f}x |", flush=True)
-        if which == "hf":
-            assert model.hf.config._attn_implementation == "sdpa"
-        del model, step_model, optimizer, ours
 
 
 # ------------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from itertools import chain, islice
 
 import regex
 import tiktoken
+from tqdm import tqdm
 
 # GPT-2's pre-tokenizer: contractions, words, numbers and punctuation (each with one optional leading
 # space), then whitespace runs. `\s+(?!\S)` leaves the last space of a run to the word that follows.
@@ -170,7 +171,7 @@ def _descending(token):
     return tuple(255 - b for b in token) + (256,)
 
 
-def train_bpe(input, vocab_size, special_tokens=(EOT,), pattern=GPT2_SPLIT_PATTERN, num_workers=None):
+def train_bpe(input, vocab_size, special_tokens=(EOT,), pattern=GPT2_SPLIT_PATTERN, num_workers=None, progress=False):
     """Train a byte-level BPE tokenizer on `input`: a path to a UTF-8 text file, or an iterable of
     strings that are joined (for example the lines of an open file).
 
@@ -202,12 +203,14 @@ def train_bpe(input, vocab_size, special_tokens=(EOT,), pattern=GPT2_SPLIT_PATTE
     heap = [(-n, descending[a], descending[b], (a, b)) for (a, b), n in pair_counts.items()]
     heapq.heapify(heap)
     merges = []
+    bar = tqdm(total=num_merges, desc="learning merges", unit=" merges", disable=not progress, leave=False)
     while len(merges) < num_merges and heap:
         negative_count, _, _, pair = heapq.heappop(heap)
         if pair_counts.get(pair) != -negative_count:
             continue  # stale entry
         new_id = 256 + len(merges)
         merges.append((vocab[pair[0]], vocab[pair[1]]))
+        bar.update()
         vocab[new_id] = vocab[pair[0]] + vocab[pair[1]]
         descending.append(_descending(vocab[new_id]))
 
@@ -231,6 +234,7 @@ def train_bpe(input, vocab_size, special_tokens=(EOT,), pattern=GPT2_SPLIT_PATTE
                     heapq.heappush(heap, (-pair_counts[p], descending[p[0]], descending[p[1]], p))
                 else:
                     del pair_counts[p]
+    bar.close()
     return Tokenizer(vocab, merges, special_tokens, pattern)
 
 
@@ -502,7 +506,7 @@ if __name__ == "__main__":
     configure(config)
     started = time.perf_counter()
     try:
-        tokenizer = train_bpe(config["input"], config["vocab_size"])
+        tokenizer = train_bpe(config["input"], config["vocab_size"], progress=True)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
     tokenizer.save(config["out"])

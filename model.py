@@ -278,7 +278,9 @@ class GPT(nn.Module):
             if own[name].shape != tensor.shape:
                 raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)} but this model's "
                                  f"is {tuple(own[name].shape)}: the checkpoint was made with another config")
-        missing = [name for name in own if name not in state_dict and name != "transformer.wte.weight"]
+        # the tied embedding is one tensor under two names; a checkpoint needs only one of them
+        tied = ("transformer.wte.weight", "lm_head.weight")
+        missing = [name for name in own if name not in state_dict and not (name in tied and any(t in state_dict for t in tied))]
         if missing:
             raise ValueError(f"checkpoint lacks tensor {missing[0]!r} ({len(missing)} missing in all)")
         self.load_state_dict(state_dict, strict=False)

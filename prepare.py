@@ -265,7 +265,7 @@ def make_tokenizer(kind, plan, out_dir, vocab_size, bpe_train_bytes, num_proc):
         if kind == "bpe":
             print(f"training a {vocab_size:,}-token BPE tokenizer on at most {bpe_train_bytes:,} bytes of train")
             tok = bpe.train_bpe(train_texts(plan, bpe_train_bytes), vocab_size, special_tokens=[EOT],
-                                num_workers=num_proc)
+                                num_workers=num_proc, progress=True)
         elif os.path.isfile(kind):
             tok = bpe.load_tokenizer(kind)
         else:

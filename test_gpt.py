@@ -1369,3 +1369,69 @@ def test_eval_rejects_bad_data(trained, tmp_path, monkeypatch):
         evaluation.read_hellaswag(str(tmp_path / "missing.jsonl"))
     with pytest.raises(ConfigError, match="must be below block_size=32"):
         evaluation.sampling_analysis(trained["model"], trained["tok"], trained["test"], prompt_tokens=16, new_tokens=16)
+
+
+# ================================================================================================
+# shipping a trained model: sample.py --export, pretrained/, train.py --init_from=<folder>
+
+def test_export_writes_a_small_half_precision_folder_that_loads(trained, tmp_path, monkeypatch):
+    dest = tmp_path / "shipped"
+    run_main(sample, monkeypatch, out_dir=str(trained["out_dir"]), export=str(dest))
+    assert sorted(os.listdir(dest)) == ["log.jsonl", "meta.json", "model.pt", "tokenizer.json"]
+    weights = torch.load(dest / "model.pt", weights_only=True)["model"]
+    assert "lm_head.weight" not in weights  # tied to wte: stored once
+    assert all(t.dtype == torch.float16 for t in weights.values())
+    model, tok, meta = sample.load(str(dest))
+    assert meta["checkpoint_path"].endswith("model.pt")
+    x = torch.tensor([sample.encode_prompt(tok, "Tom saw a cat")])
+    assert torch.allclose(model(x)[0], trained["model"](x)[0], atol=2e-2)
+    os.remove(dest / "tokenizer.json")  # an incomplete folder: one line saying what is missing
+    with pytest.raises(ConfigError, match="tokenizer.json not found"):
+        sample.load(str(dest))
+
+
+def test_fine_tune_from_an_exported_folder(trained, tmp_path, monkeypatch):
+    dest = tmp_path / "shipped"
+    run_main(sample, monkeypatch, out_dir=str(trained["out_dir"]), export=str(dest))
+    out_dir = tmp_path / "tuned"
+    run_train(f"--init_from={dest}", f"--data_dir={trained['data_dir']}", f"--out_dir={out_dir}", "--device=cpu",
+              "--max_iters=3", "--eval_interval=3", "--eval_iters=1", "--batch_size=4", "--block_size=32",
+              "--n_layer=2", "--n_head=2", "--n_embd=32")
+    log = read_log(out_dir)
+    start, end = log[0]["val_loss"], log[-1]["val_loss"]
+    assert start < 5.0  # it starts from the trained weights, not from scratch (ln 300 = 5.7)
+    assert math.isfinite(end)
+
+
+SHIPPED = os.path.join(REPO, "pretrained", "tinystories-cpu")
+
+
+@pytest.mark.skipif(not os.path.isdir(SHIPPED), reason="no shipped model in this checkout")
+def test_shipped_model_loads_and_stops_at_end_of_text():
+    model, tok, meta = sample.load(SHIPPED)
+    size = sum(os.path.getsize(os.path.join(SHIPPED, f)) for f in os.listdir(SHIPPED))
+    assert size < 10e6 and meta["vocab_size"] == model.config.vocab_size
+    prompt = torch.tensor([sample.encode_prompt(tok, "Once upon a time")])
+    steps = list(model.stream(prompt, 400, temperature=0.8, top_k=50, eot_id=tok.eot_id,
+                              generator=torch.Generator().manual_seed(0)))
+    assert int(steps[-1]) == tok.eot_id and len(steps) < 400  # a story that ends by itself
+    text = tok.decode(torch.cat(steps[:-1], 1)[0].tolist())
+    assert len(text.split()) > 20
+
+
+@pytest.mark.skipif(not os.path.isdir(SHIPPED), reason="no shipped model in this checkout")
+def test_shipped_model_exports_to_hugging_face_with_the_same_logits(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    model, tok, meta = sample.load(SHIPPED)
+    model.save_pretrained(tmp_path / "hf", eot_id=tok.eot_id)
+    hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
+    x = torch.tensor([sample.encode_prompt(tok, "Once upon a time there was a little dog.")])
+    with torch.no_grad():
+        assert torch.allclose(hf(x).logits, model(x)[0], atol=1e-4)
+
+
+@pytest.mark.parametrize("config_file", sorted(os.listdir(os.path.join(REPO, "config"))))
+def test_config_files_hold_only_known_settings_of_the_right_type(config_file):
+    import train
+    settings = {k: getattr(train, k) for k in train.SETTINGS}
+    assert configure(settings, [os.path.join(REPO, "config", config_file)])

@@ -372,7 +372,9 @@ def train(overrides=()):
                 print(f"iter {iter_num}/{last_iter} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_per_sec:,.0f} tok/s"
                       + (f" | mfu {100 * mfu:.1f}%" if mfu else "") + f" | eta {eta / 60:.1f} min", flush=True)
         if iter_num % eval_interval == 0 or iter_num == last_iter:
+            t_eval = time.time()
             evaluate_and_save()
+            t_window += time.time() - t_eval  # tokens/s measures training, not evaluation
         if master and (iter_num % ckpt_interval == 0 or iter_num == last_iter or stop):
             save(os.path.join(out_dir, "ckpt.pt"), checkpoint_state())
     if master:
