@@ -120,7 +120,7 @@ def _chunks_at_specials(pieces, special_tokens, chunk_chars=1 << 19):
         yield "".join(buffered)
 
 
-def _read_text(path, block_bytes=1 << 20):
+def read_text(path, block_bytes=1 << 20):
     """Yield the text of a UTF-8 file in blocks. Decoding the raw bytes ourselves, rather than opening the
     file as text, keeps Windows line ends as they are and lets a decoding error name the byte offset."""
     if not os.path.isfile(path):
@@ -140,7 +140,7 @@ def _read_text(path, block_bytes=1 << 20):
 def _count_words(input, special_tokens, pattern, num_workers=None):
     """{pre-token bytes: count} over `input` (a file path or an iterable of strings), counted in
     `num_workers` processes (default: one per CPU) when the input is bigger than one chunk."""
-    pieces = _read_text(input) if isinstance(input, (str, os.PathLike)) else input
+    pieces = read_text(input) if isinstance(input, (str, os.PathLike)) else input
     chunks = _chunks_at_specials(pieces, special_tokens)
     first_two = list(islice(chunks, 2))
     count_chunk = partial(_count_pretokens, special_tokens=special_tokens, pattern=pattern)
@@ -367,7 +367,7 @@ class Tokenizer:
     def encode_iterable(self, texts, buffer_chars=1 << 16):
         """Yield the ids of the joined strings `texts` (the lines of a 5 GB file, say) lazily, in bounded
         memory: the same ids as `encode("".join(texts))`. Text is encoded once what follows can no longer
-        change its tokens: up to the last complete special token, then up to the start of the last
+        change its tokens: up to the last complete special token, then up to the start of the last but one
         pre-token that follows a non-space character (a whitespace run splits according to the character
         after it), looking only at the text before a possible start of a special token (the special
         token would end that text). Strings are collected up to `buffer_chars` first, to call tiktoken
@@ -385,10 +385,13 @@ class Tokenizer:
                 start = match.end()
             end = min([len(buffer)] + [len(buffer) - k for s in self.special_tokens for k in range(1, len(s))
                                        if buffer.endswith(s[:k]) and len(buffer) - k >= start])
-            cut = start
+            # cut before the second-to-last such pre-token: the last one may grow, and so may the one before
+            # it ("we'v" + "e": the "'" becomes the contraction "'ve")
+            cuts = [start, start]
             for match in pretoken.finditer(buffer, start, end):
                 if match.start() > start and not _WHITESPACE.match(buffer, match.start() - 1):
-                    cut = match.start()
+                    cuts.append(match.start())
+            cut = cuts[-2]
             yield from self.encode(buffer[:cut])
             pending, size = [buffer[cut:]], len(buffer) - cut
         yield from self.encode("".join(pending))
@@ -434,8 +437,9 @@ class Tokenizer:
             "merges": [f"{_spell(a)} {_spell(b)}" for a, b in self.merges],
             "vocab": {_spell(t): i for i, t in sorted(self.vocab.items()) if t not in special_bytes},
         }
-        with open(path, "w", encoding="utf-8") as f:
+        with open(f"{path}.tmp", "w", encoding="utf-8") as f:
             json.dump(state, f, ensure_ascii=False, indent=1)
+        os.replace(f"{path}.tmp", path)  # atomic: an interrupted save never leaves half a tokenizer
 
     @classmethod
     def load(cls, path):

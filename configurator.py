@@ -39,6 +39,10 @@ def _convert(key, raw, default):
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         value = raw  # a bare word such as --device=cuda is a string
+    if isinstance(default, str) and not isinstance(value, str):
+        return raw  # --start=1984 or --out_dir=2024 mean the text, not a number
+    if default is None and value is raw:
+        raise ConfigError(f"--{key} expects a Python literal such as True, 3 or None, got {raw!r}")
     if default is None or value is None:
         return value
     if isinstance(default, bool) and not isinstance(value, bool):

@@ -79,7 +79,8 @@ def continuation_nll(model, pairs, batch_size=8, desc=None):
         for r, (i, seq) in enumerate(zip(rows, seqs)):
             n = len(pairs[i][1])
             if n > block_size:
-                raise ValueError(f"a continuation of {n} tokens does not fit in block_size={block_size}")
+                raise ConfigError(f"a continuation of {n} tokens (a HellaSwag ending, say) does not fit in the model's "
+                                  f"block_size={block_size}")
             x[r, :len(seq) - 1] = torch.tensor(seq[:-1])
             if n:
                 y[r, len(seq) - 1 - n:len(seq) - 1] = torch.tensor(seq[-n:])
@@ -329,7 +330,8 @@ def plot_loss(log, path):
     if per_epoch:
         top = ax.secondary_xaxis("top", functions=(lambda t: t / per_epoch, lambda e: e * per_epoch))
         top.set_xlabel("epochs")
-    fig.savefig(path, dpi=120, bbox_inches="tight")
+    with atomic_write(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 

@@ -186,7 +186,8 @@ class GPT(nn.Module):
                              f"crop the input to the last {self.config.block_size} tokens")
         # (ids fed back during generation come from our own sampler, so cached steps skip the check)
         if past == 0 and not torch.compiler.is_compiling() and T > 0 and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
-            raise ValueError(f"token id {int(idx.max())} is outside the vocabulary [0, {self.config.vocab_size}); "
+            bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "
                              f"was the data made with another tokenizer?")
         pos = torch.arange(past, past + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
@@ -326,21 +327,26 @@ class GPT(nn.Module):
     def save_pretrained(self, out_dir, eot_id=None):
         """Write a directory that transformers.GPT2LMHeadModel.from_pretrained(out_dir) loads. eot_id
         becomes its bos/eos token, so Hugging Face's generate() stops where ours does."""
-        from transformers import GPT2Config, GPT2LMHeadModel
-        cfg = self.config
-        if not cfg.bias:
+        from transformers import GPT2LMHeadModel
+        if not self.config.bias:
             raise ValueError("Hugging Face's GPT-2 always has biases; save_pretrained needs a model with bias=True")
-        hc = GPT2Config(vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
-                        n_layer=cfg.n_layer, n_head=cfg.n_head, activation_function="gelu_new",
-                        resid_pdrop=cfg.dropout, embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout,
-                        layer_norm_epsilon=1e-5, tie_word_embeddings=True, bos_token_id=eot_id, eos_token_id=eot_id)
-        hf = GPT2LMHeadModel(hc)
+        hf = GPT2LMHeadModel(hf_config(self.config, eot_id))
         sd = {k: (v.t() if k.endswith(self._TRANSPOSED) else v) for k, v in self.state_dict().items()}
         missing, unexpected = hf.load_state_dict(sd, strict=False)
         # HF may also keep causal-mask buffers we have no use for; anything else is a naming bug
         if unexpected or any(not k.endswith((".attn.bias", ".attn.masked_bias")) for k in missing):
             raise RuntimeError(f"weights do not map onto GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")
         hf.save_pretrained(out_dir)
+
+
+def hf_config(config, eot_id=None, **overrides):
+    """The transformers.GPT2Config of a model of this config (GPT-2's tanh GELU is their 'gelu_new')."""
+    from transformers import GPT2Config
+    return GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
+                      n_layer=config.n_layer, n_head=config.n_head, activation_function="gelu_new",
+                      resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                      layer_norm_epsilon=1e-5, tie_word_embeddings=True, bos_token_id=eot_id, eos_token_id=eot_id,
+                      **overrides)
 
 
 def read_checkpoint(path):

@@ -35,7 +35,6 @@ import itertools
 import json
 import multiprocessing
 import os
-import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -78,13 +77,20 @@ def fail(message):
 
 # ---------------------------------------------------------------- reading: every format yields (text, ends_document)
 
+def cut_is_safe(previous_line, line):
+    """Whether GPT-2's pre-tokenizer splits the text between previous_line (ending in a newline) and line anyway,
+    so the two sides encode alone exactly as they do together: a line starting with a visible character after one
+    ending in a visible character ("...end.\n" | "Next"), or a line starting with one space and a visible
+    character (WikiText's " = Title =" lines), where the whitespace run before it ends at the newline either way."""
+    return bool((line[:1].strip() and previous_line[-2:-1].strip()) or (line[:1] == " " and line[1:2].strip()))
+
+
 def text_items(lines):
     """Documents from lines of text separated by lines holding <|endoftext|>, as (text, ends_document) items.
 
     A long document (a file without separators is one long running text) comes in pieces of about PIECE_CHARS so
-    that memory stays bounded and val / test can be carved from it. A piece ends only where a line ending in a
-    visible character meets a line starting with one ("...end.\\nNext"): GPT-2's pre-tokenizer splits the text there
-    anyway, so encoding the pieces one by one gives exactly the tokens of the whole text."""
+    that memory stays bounded and val / test can be carved from it. A piece ends only where cut_is_safe says GPT-2's
+    pre-tokenizer splits the text anyway, so encoding the pieces one by one gives exactly the tokens of the whole."""
     piece, size, continued = [], 0, False
     for line in lines:
         if line.strip() == EOT:
@@ -93,7 +99,7 @@ def text_items(lines):
                 yield text, True
             piece, size, continued = [], 0, False
             continue
-        if size >= PIECE_CHARS and piece[-1][-2:-1].strip() and line[:1].strip():
+        if size >= PIECE_CHARS and cut_is_safe(piece[-1], line):
             yield "".join(piece), False
             piece, size, continued = [], 0, True
         piece.append(line)
@@ -103,13 +109,28 @@ def text_items(lines):
         yield text, True
 
 
+@contextlib.contextmanager
+def utf8_errors(path):
+    """Turn a decoding error while reading `path` into one line naming the file and the byte offset (bpe.read_text
+    reads the raw bytes again to find it)."""
+    try:
+        yield
+    except UnicodeDecodeError:
+        try:
+            for _ in bpe.read_text(path):
+                pass
+        except ValueError as e:
+            fail(f"{e}; convert it to UTF-8 first")
+        raise
+
+
 def read_txt(path):
-    with open(path, encoding="utf-8") as f:
+    with utf8_errors(path), open(path, encoding="utf-8") as f:
         yield from text_items(f)
 
 
 def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
+    with utf8_errors(path), open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
             if not line.strip():
                 continue

@@ -108,11 +108,9 @@ def export_model(out_dir, ckpt, dest):
     precision, the tied embedding stored once, no optimizer state) and the run's meta.json, tokenizer,
     log.jsonl, loss.png and eval.json where present. A folder to commit or share; float16 changes the test
     bits per byte by far less than 0.001 (eval.py on both folders shows it)."""
-    path = find_checkpoint(out_dir, ckpt)
-    try:
-        checkpoint = read_checkpoint(path)
-    except ValueError as e:
-        raise ConfigError(str(e))
+    _, _, meta = load(out_dir, ckpt)  # the checks sample.py makes: a folder that does not load is not exported
+    path = meta["checkpoint_path"]
+    checkpoint = read_checkpoint(path)
     weights = {k: v.half() for k, v in checkpoint["model"].items() if k != "lm_head.weight"}
     try:
         os.makedirs(dest, exist_ok=True)
@@ -120,8 +118,7 @@ def export_model(out_dir, ckpt, dest):
         raise ConfigError(f"cannot create {dest!r} ({e.strerror}); pass a writable --export folder")
     with atomic_write(os.path.join(dest, "model.pt")) as tmp:
         torch.save({"model": weights, **{k: checkpoint[k] for k in CHECKPOINT_INFO if k in checkpoint}}, tmp)
-    tokenizer = json.load(open(os.path.join(out_dir, "meta.json")))["tokenizer"]
-    for name in ("meta.json", tokenizer, "log.jsonl", "loss.png", "eval.json"):
+    for name in ("meta.json", meta["tokenizer"], "log.jsonl", "loss.png", "eval.json"):
         if name != "gpt2" and os.path.isfile(os.path.join(out_dir, name)):
             with atomic_write(os.path.join(dest, name)) as tmp:
                 shutil.copyfile(os.path.join(out_dir, name), tmp)

@@ -52,6 +52,13 @@ def test_configure_parses_literals_files_and_flags(tmp_path):
     assert set(changed) == {"n_layer", "out_dir", "learning_rate", "compile", "max_epochs"}
     configure(cfg, ["--out_dir=runs/a"])  # a bare word is a string
     assert cfg["out_dir"] == "runs/a"
+    configure(cfg, ["--out_dir=2024"])  # and so is a number given to a string setting
+    assert cfg["out_dir"] == "2024"
+    tri_state = {"compile": None}  # None defaults take any literal, but not a bare word
+    configure(tri_state, ["--compile=False"])
+    assert tri_state["compile"] is False
+    with pytest.raises(ConfigError, match="expects a Python literal"):
+        configure({"compile": None}, ["--compile=yes"])
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -176,7 +183,9 @@ def test_generation_stops_rows_at_end_of_text():
     eot = int(greedy[0, 6])  # row 0's third generated token plays end-of-text
     out = model.generate(prompt, 10, temperature=0, eot_id=eot)
     assert (out[0, 6:] == eot).all()  # a finished row only pads with eot
-    assert out.size(1) <= 14
+    same = model.generate(prompt[:1].repeat(3, 1), 10, temperature=0, eot_id=eot)
+    first = int((greedy[0, 4:] == eot).nonzero()[0])  # the step at which row 0 first emits it
+    assert same.size(1) == 4 + first + 1 < 14  # every row has stopped: generation ends early
 
 
 def test_bad_model_inputs_get_clear_errors():
@@ -185,8 +194,10 @@ def test_bad_model_inputs_get_clear_errors():
     with pytest.raises(ValueError, match="unknown GPT-2 preset"):
         preset_config("gpt3")
     model = GPT(tiny_config())
-    with pytest.raises(ValueError, match="outside the vocabulary"):
+    with pytest.raises(ValueError, match="token id 50 is outside the vocabulary"):
         model(torch.tensor([[1, 50]]))
+    with pytest.raises(ValueError, match="token id -1 is outside the vocabulary"):
+        model(torch.tensor([[-1, 3]]))
     with pytest.raises(ValueError, match="longer than block_size"):
         model(torch.zeros(1, 17, dtype=torch.long))
     other = GPT(tiny_config(n_embd=32))
@@ -335,8 +346,12 @@ def test_resumed_run_equals_uninterrupted_run(token_data, tmp_path):
     straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={straight}", "--max_iters=16", "--dropout=0.1")
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={interrupted}", "--max_iters=8", "--dropout=0.1")
+    # a run killed after its last checkpoint has logged steps that the resumed run will do again
+    with open(os.path.join(interrupted, "log.jsonl"), "a") as f:
+        f.write(json.dumps({"iter": 9, "train_loss": 123.0}) + "\n")
     # the resumed run takes its settings from the checkpoint, except what is given again
     run_train(f"--out_dir={interrupted}", "--init_from=resume", "--max_iters=16")
+    assert [r["iter"] for r in read_log(interrupted) if "val_loss" not in r] == list(range(1, 17))
     a, b = train_losses(straight), train_losses(interrupted)
     assert sorted(a) == sorted(b) == list(range(1, 17))
     assert a == b  # bit for bit: weights, optimizer, data order and dropout all continue exactly
@@ -388,6 +403,7 @@ def test_ddp_under_gloo_matches_one_process(token_data, tmp_path):
     (["--init_from=resume"], "no checkpoint"),
     (["--n_layr=2"], "did you mean --n_layer"),
     (["--batch_size=eight"], "expects a int"),
+    (["--max_epochs=two"], "expects a float"),
     (["--init_from=gpt3"], "neither 'scratch'"),
 ])
 def test_train_bad_input_is_one_line(token_data, tmp_path, args, message):
@@ -405,6 +421,11 @@ def test_train_refuses_unwritable_out_dir_and_resume_of_another_shape(token_data
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=2")
     proc = run_train(f"--out_dir={out_dir}", "--init_from=resume", "--n_layer=3", check=False)
     assert "has n_layer=2 but --n_layer=3" in proc.stderr and "Traceback" not in proc.stderr
+    ckpt = os.path.join(out_dir, "ckpt.pt")
+    open(ckpt, "r+b").truncate(1000)  # cut off, like a copy that did not finish
+    proc = run_train(f"--out_dir={out_dir}", "--init_from=resume", check=False)
+    assert "cannot resume" in proc.stderr and "not a readable checkpoint" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 # ================================================================================================
@@ -521,7 +542,7 @@ def test_fast_encoding_equals_reference(bpe_tok, bpe_shuffled):
 def _bpe_random_texts(n, seed=0):
     """Random strings built from the pieces pre-tokenization and special-token matching find hardest."""
     rng = random.Random(seed)
-    pieces = [" ", "  ", "\n", "\r\n", "\t", "\u00a0", "\u3000", "a", "the", "é", "🙂", "'", "'s", "s", "1", "23",
+    pieces = [" ", "  ", "\n", "\r\n", "\t", "\u00a0", "\u3000", "a", "the", "é", "🙂", "'", "'s", "s", "l", "ll", "ve", "re", "d", "1", "23",
               "!", "<|", "|>", "endoftext", EOT, "日本", "\x00"]
     return ["".join(rng.choices(pieces, k=rng.randint(0, 30))) for _ in range(n)]
 
@@ -555,6 +576,15 @@ def test_decode_replaces_invalid_utf8(bpe_tok):
     assert len(snake) > 1  # a 4-byte character the corpus lacks: split into several tokens
     assert bpe_tok.decode(snake[:-1]) == "\ufffd" and bpe_tok.decode(snake[-1:] + snake) == "\ufffd🐍"
     assert bpe_tok.decode([0xff]) == "\ufffd"
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(BPE_SHARED, "tiktoken_cache")),
+                    reason="GPT-2's tokenizer files are in ../shared/tiktoken_cache")
+def test_encode_iterable_keeps_contractions_whole_at_any_cut():
+    gpt2 = bpe.load_tokenizer("gpt2")  # it merges "'ve", "'ll", "'re": a wrong cut changes the ids
+    for text in ("we've done", "I'll go, they're here", "it's", "you'd"):
+        for cut in range(len(text) + 1):
+            assert list(gpt2.encode_iterable([text[:cut], text[cut:]], 1)) == gpt2.encode(text), (text, cut)
 
 
 def test_encode_iterable_is_exact_and_lazy(bpe_tok, tmp_path):
@@ -771,9 +801,13 @@ def test_prepare_single_split_carves_val_and_test_from_the_end(tmp_path):
     assert _read_bin(out, "test").tolist() == _expected(tok, docs[95:])
 
 
-def test_prepare_running_text_is_cut_without_changing_tokens(tmp_path):
+@pytest.mark.parametrize("style", ["prose", "wikitext"])
+def test_prepare_running_text_is_cut_without_changing_tokens(tmp_path, style):
     # no <|endoftext|> lines: one running text, long enough to come in many pieces
-    lines = [doc + ("\n\n" if i % 3 else "\n") for i, doc in enumerate(_docs(3000, 0))]
+    if style == "prose":
+        lines = [doc + ("\n\n" if i % 3 else "\n") for i, doc in enumerate(_docs(3000, 0))]
+    else:  # WikiText's layout: every line starts with a space and ends with " \n", headings between paragraphs
+        lines = [(f" = = {doc[:12]} = = \n \n" if i % 5 == 0 else f" {doc} \n \n") for i, doc in enumerate(_docs(3000, 0))]
     text = "".join(lines)
     assert len(text) > 10 * prep.PIECE_CHARS
     path = tmp_path / "book.txt"
@@ -901,6 +935,9 @@ def test_prepare_bad_input_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("in the way")
     with pytest.raises(SystemExit, match="cannot write"):
         prep.prepare(str(one), str(tmp_path / "file" / "out"))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("a caf\u00e9 in Paris\n".encode("latin-1") * 50)
+    assert "latin1.txt is not UTF-8" in _error(tmp_path, latin1) and "byte offset 5" in _error(tmp_path, latin1)
     nosplits = tmp_path / "nosplits"
     nosplits.mkdir()
     (nosplits / "notes.txt").write_text("x")

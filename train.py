@@ -49,11 +49,11 @@ fused_attention = True  # False: the explicit attention of model.py, slower, for
 batch_size = 16  # sequences per micro-step (per process)
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, summed over all processes
 max_iters = 5000  # optimizer steps
-max_epochs = None  # stop after this many passes over train.bin, if sooner (float)
+max_epochs = 0.0  # also stop after this many passes over train.bin, if sooner; 0 = no such limit
 learning_rate = 6e-4
 min_lr = 6e-5  # cosine decays to this; ~learning_rate / 10 per the Chinchilla paper
 warmup_iters = 100
-lr_decay_iters = None  # steps of cosine decay; None = max_iters
+lr_decay_iters = 0  # steps of cosine decay; 0 = the whole run
 weight_decay = 0.1
 beta1 = 0.9
 beta2 = 0.95
@@ -153,7 +153,10 @@ def train(overrides=()):
         ckpt_path = os.path.join(out_dir, "ckpt.pt")
         if not os.path.exists(ckpt_path):
             raise ConfigError(f"cannot resume: no checkpoint at {ckpt_path}; train with --init_from=scratch first")
-        checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        try:
+            checkpoint = read_checkpoint(ckpt_path)
+        except ValueError as e:
+            raise ConfigError(f"cannot resume: {e}")
         # continue the run as it was configured, except for what is given now (say, a larger max_iters)
         keep = set(overrides) | {"init_from", "out_dir"}
         globals().update({k: v for k, v in checkpoint["config"].items() if k not in keep})
@@ -262,18 +265,23 @@ def train(overrides=()):
     if master:
         try:
             os.makedirs(out_dir, exist_ok=True)
-            shutil.copy(meta_path, os.path.join(out_dir, "meta.json"))
-            if meta["tokenizer"] != "gpt2":
-                shutil.copy(os.path.join(data_dir, meta["tokenizer"]), os.path.join(out_dir, meta["tokenizer"]))
+            for name in ["meta.json"] + ([meta["tokenizer"]] if meta["tokenizer"] != "gpt2" else []):
+                with atomic_write(os.path.join(out_dir, name)) as tmp:
+                    shutil.copyfile(os.path.join(data_dir, name), tmp)
         except OSError as e:
             raise ConfigError(f"cannot write to out_dir={out_dir!r} ({e.strerror}); pass a writable --out_dir")
     log_path = os.path.join(out_dir, "log.jsonl")
+    if master and init_from == "resume" and os.path.exists(log_path):
+        # a run killed after its last checkpoint logged steps that will now run again: drop those lines
+        kept = [line for line in open(log_path) if json.loads(line)["iter"] <= iter_num]
+        with atomic_write(log_path) as tmp, open(tmp, "w") as f:
+            f.writelines(kept)
     flops_peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
     epoch_tokens = meta["splits"]["train"]["tokens"]
     last_iter = max_iters
-    if max_epochs is not None:
+    if max_epochs:
         last_iter = min(last_iter, math.ceil(max_epochs * epoch_tokens / tokens_per_iter))
-    decay_iters = lr_decay_iters or max_iters
+    decay_iters = lr_decay_iters or last_iter
 
     def checkpoint_state():
         return {

@@ -1,7 +1,8 @@
 # GPT-2 medium (350M with GPT-2's vocabulary) with the assignment's 128-token context, for one GPU.
+#   python prepare.py --dataset=tinystories --tokenizer=gpt2 --out_dir=data/tinystories-gpt2  # full dataset, hub
 #   python train.py config/gpt2_medium.py
 out_dir = "out-gpt2-medium"
-data_dir = "data/tinystories"
+data_dir = "data/tinystories-gpt2"  # GPT-2's own 50,257-token vocabulary
 n_layer = 24
 n_head = 16
 n_embd = 1024

@@ -1,10 +1,10 @@
 # GPT-2 small (124M with GPT-2's vocabulary) with the assignment's 128-token context, for one GPU.
-#   python prepare.py --dataset=tinystories            # the full dataset from the hub (~470M tokens)
+#   python prepare.py --dataset=tinystories --tokenizer=gpt2 --out_dir=data/tinystories-gpt2  # full dataset, hub
 #   python train.py config/gpt2_small.py
 # Many GPUs: torchrun --standalone --nproc_per_node=8 train.py config/gpt2_small.py
 # (accumulation steps are shared among the processes, so the token batch stays the same).
 out_dir = "out-gpt2-small"
-data_dir = "data/tinystories"
+data_dir = "data/tinystories-gpt2"  # GPT-2's own 50,257-token vocabulary
 n_layer = 12
 n_head = 12
 n_embd = 768
