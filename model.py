@@ -301,6 +301,7 @@ class GPT(nn.Module):
     # with transposed weights; everything else maps one to one because the names are OpenAI's.
 
     _TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    _HF_MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")  # HF's causal-mask buffers, not weights
 
     @classmethod
     def from_pretrained(cls, name_or_dir, **overrides):
@@ -320,7 +321,7 @@ class GPT(nn.Module):
                            n_head=hc.n_head, n_embd=hc.n_embd, bias=True, **overrides)
         model = cls(config)
         sd = {k: (v.t() if k.endswith(cls._TRANSPOSED) else v) for k, v in hf.state_dict().items()
-              if not k.endswith((".attn.bias", ".attn.masked_bias"))}  # causal-mask buffers, not weights
+              if not k.endswith(cls._HF_MASK_BUFFERS)}
         model.load_weights(sd)
         return model
 
@@ -334,7 +335,7 @@ class GPT(nn.Module):
         sd = {k: (v.t() if k.endswith(self._TRANSPOSED) else v) for k, v in self.state_dict().items()}
         missing, unexpected = hf.load_state_dict(sd, strict=False)
         # HF may also keep causal-mask buffers we have no use for; anything else is a naming bug
-        if unexpected or any(not k.endswith((".attn.bias", ".attn.masked_bias")) for k in missing):
+        if unexpected or any(not k.endswith(self._HF_MASK_BUFFERS) for k in missing):
             raise RuntimeError(f"weights do not map onto GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")
         hf.save_pretrained(out_dir)
 

@@ -323,14 +323,16 @@ def train(overrides=()):
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
 
-    def evaluate_and_save(final=False):
+    def log(**losses):
+        """One log.jsonl line: where the run is, the given losses, and its speed."""
+        append_log(log_path, dict(iter=iter_num, epoch=tokens_seen / epoch_tokens, tokens=tokens_seen, lr=lr, **losses,
+                                  tok_per_sec=tok_per_sec, mfu=mfu, elapsed=elapsed_before + time.time() - t_start))
+
+    def evaluate_and_save():
         nonlocal best_val_loss
         losses = estimate_loss()
         if master:
-            record = dict(iter=iter_num, epoch=tokens_seen / epoch_tokens, tokens=tokens_seen, lr=lr,
-                          train_loss=losses["train"], val_loss=losses["val"], tok_per_sec=tok_per_sec, mfu=mfu,
-                          elapsed=elapsed_before + time.time() - t_start)
-            append_log(log_path, record)
+            log(train_loss=losses["train"], val_loss=losses["val"])
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if losses["val"] < best_val_loss:
                 best_val_loss = losses["val"]
@@ -374,9 +376,7 @@ def train(overrides=()):
             t_window, iters_window = time.time(), 0
             if master:
                 eta = (last_iter - iter_num) * tokens_per_iter / tok_per_sec
-                append_log(log_path, dict(iter=iter_num, epoch=tokens_seen / epoch_tokens, tokens=tokens_seen,
-                                          lr=lr, train_loss=train_loss, tok_per_sec=tok_per_sec, mfu=mfu,
-                                          elapsed=elapsed_before + time.time() - t_start))
+                log(train_loss=train_loss)
                 print(f"iter {iter_num}/{last_iter} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_per_sec:,.0f} tok/s"
                       + (f" | mfu {100 * mfu:.1f}%" if mfu else "") + f" | eta {eta / 60:.1f} min", flush=True)
         if iter_num % eval_interval == 0 or iter_num == last_iter:
