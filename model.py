@@ -198,13 +198,16 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x)
 
     def forward(self, idx, targets=None, cache=None):
-        """Logits (B, T, V) at every position and, given targets (B, T), the mean cross-entropy of
-        predicting each next token. Targets of -1 are ignored (padding)."""
-        logits = self.lm_head(self.hidden(idx, cache))
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        """Without targets: the logits (B, T, V) at every position, and None.
+        With targets (B, T): None, and the mean cross-entropy of predicting each next token (targets of
+        -1 are not scored). The logits are then never materialised: see ChunkedCrossEntropy."""
+        x = self.hidden(idx, cache)
+        if targets is None:
+            return self.lm_head(x), None
+        weight = self.lm_head.weight
+        need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        loss = ChunkedCrossEntropy.apply(x.flatten(0, 1), weight, targets.flatten(), need_grad)
+        return None, loss
 
     # ----------------------------------------------------------------------------------------------
     # Generation
@@ -338,6 +341,50 @@ class GPT(nn.Module):
         if unexpected or any(not k.endswith(self._HF_MASK_BUFFERS) for k in missing):
             raise RuntimeError(f"weights do not map onto GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")
         hf.save_pretrained(out_dir)
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of targets (N,) under logits h @ weight.T, for hidden states h (N, C) and the
+    output embedding weight (V, C), computed a chunk of rows at a time without ever holding all logits.
+
+    Why: the logits are the largest tensor in training, N x V floats (134 MB at the CPU config, 3.3 GB
+    for GPT-2 small at 16 x 1024 tokens), and log-softmax with its backward reads and writes that much
+    several times. Yet the gradient is simple, d loss / d logits = (softmax - one_hot(target)) / N, so
+    each chunk is scored and differentiated at once, while it is still in cache, and only the small
+    gradients of h and weight are kept for backward. The numbers are F.cross_entropy's (tested); the
+    training step gets about 1.3x faster on a CPU (bench.py train)."""
+
+    CHUNK_ROWS = 1024
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, need_grad):
+        scored = targets != -1
+        n = scored.sum().clamp(min=1)
+        loss = torch.zeros((), device=h.device)
+        grad_h = torch.empty_like(h) if need_grad else None
+        grad_w = torch.zeros_like(weight) if need_grad else None
+        for start in range(0, h.size(0), ChunkedCrossEntropy.CHUNK_ROWS):
+            rows = slice(start, start + ChunkedCrossEntropy.CHUNK_ROWS)
+            hc, target, keep = h[rows], targets[rows].clamp(min=0), scored[rows]
+            logits = (hc @ weight.t()).float()  # (chunk, V), in float32 even under autocast
+            target_logit = logits.gather(1, target[:, None]).squeeze(1)
+            top = logits.amax(dim=1, keepdim=True)  # subtracted before exp so that it cannot overflow
+            probs = logits.sub_(top).exp_()  # in place: softmax, not yet normalised
+            total = probs.sum(dim=1, keepdim=True)
+            # -log softmax(target) = logsumexp(logits) - target's logit
+            loss += ((total.log() + top).squeeze(1) - target_logit).mul(keep).sum()
+            if need_grad:
+                probs.mul_(keep[:, None] / (total * n))  # softmax / n on scored rows, 0 elsewhere
+                probs[torch.arange(len(target), device=h.device), target] -= keep / n  # - one_hot / n
+                grad_h[rows] = probs @ weight
+                grad_w += probs.t() @ hc
+        ctx.save_for_backward(grad_h, grad_w)
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, grad_w * grad_loss, None, None
 
 
 def hf_config(config, eot_id=None, **overrides):

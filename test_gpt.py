@@ -26,7 +26,7 @@ import eval as evaluation
 import prepare as prep
 import sample
 from configurator import ConfigError, configure, pick_device
-from model import GPT, GPTConfig, PRESETS, preset_config
+from model import GPT, ChunkedCrossEntropy, GPTConfig, PRESETS, preset_config
 from train import Batches, accumulate_gradients, get_lr, save
 
 REPO = os.path.dirname(os.path.abspath(__file__))
@@ -120,9 +120,9 @@ def test_fused_attention_equals_manual_outputs_and_gradients():
     manual = GPT(tiny_config(fused_attention=False))
     manual.load_state_dict(fused.state_dict())
     idx = torch.randint(50, (3, 16))
-    (lf, loss_f), (lm, loss_m) = fused(idx, idx), manual(idx, idx)
+    (_, loss_f), (_, loss_m) = fused(idx, idx), manual(idx, idx)
     loss_f.backward(), loss_m.backward()
-    assert torch.allclose(lf, lm, atol=1e-5)
+    assert torch.allclose(fused(idx)[0], manual(idx)[0], atol=1e-5)
     for (name, pf), pm in zip(fused.named_parameters(), manual.parameters()):
         assert torch.allclose(pf.grad, pm.grad, atol=1e-6), name
 
@@ -133,10 +133,35 @@ def test_loss_is_mean_cross_entropy_and_ignores_minus_one():
     idx = torch.randint(50, (2, 8))
     targets = torch.randint(50, (2, 8))
     targets[0, :3] = -1
-    logits, loss = model(idx, targets)
+    logits, _ = model(idx)
     keep = targets != -1
     expected = -torch.log_softmax(logits, -1)[keep].gather(1, targets[keep][:, None]).mean()
-    assert torch.allclose(loss, expected, atol=1e-6)
+    assert torch.allclose(model(idx, targets)[1], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk_rows", [5, 1024])  # several chunks, a ragged last one; one chunk
+def test_chunked_cross_entropy_equals_full_logits_loss_and_gradients(monkeypatch, chunk_rows):
+    monkeypatch.setattr(ChunkedCrossEntropy, "CHUNK_ROWS", chunk_rows)
+    torch.manual_seed(0)
+    model = GPT(tiny_config())
+    idx, targets = torch.randint(50, (3, 16)), torch.randint(50, (3, 16))
+    targets[0, :7] = -1
+    _, loss = model(idx, targets)
+    loss.backward()
+    chunked = {name: p.grad.clone() for name, p in model.named_parameters()}
+    model.zero_grad()
+    logits, _ = model(idx)
+    reference = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+    reference.backward()
+    assert torch.allclose(loss, reference, atol=1e-6)
+    for name, p in model.named_parameters():
+        assert torch.allclose(chunked[name], p.grad, atol=1e-6), name
+    with torch.no_grad():  # evaluation: the same loss, no gradient work
+        assert torch.allclose(model(idx, targets)[1], reference, atol=1e-6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the GPU's training precision, on the CPU
+        _, low = model(idx, targets)
+    low.backward()
+    assert abs(low.item() - reference.item()) < 2e-2 and model.lm_head.weight.grad.dtype == torch.float32
 
 
 def test_init_ties_embeddings_and_scales_residual_projections():
