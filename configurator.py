@@ -11,11 +11,12 @@ must have the default's type, so a typo fails loudly instead of training the wro
 `--flag` alone sets a boolean setting to True.
 
 It also owns what every script does the same way: which device to run on, the autocast context
-that goes with it, and writing output files atomically.
+that goes with it, writing output files atomically, and reading JSON-lines files.
 """
 import ast
 import contextlib
 import difflib
+import json
 import os
 import sys
 
@@ -131,3 +132,15 @@ def atomic_write(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def json_lines(path):
+    """(line number, object) for each non-empty line of a JSON-lines file; a line that is not JSON ends
+    the run with one line that names it."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    yield number, json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{path}, line {number}: not valid JSON ({e.msg})")

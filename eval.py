@@ -24,7 +24,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from configurator import ConfigError, atomic_write, autocast, configure, pick_device, pick_dtype
+from configurator import ConfigError, atomic_write, autocast, configure, json_lines, pick_device, pick_dtype
 from sample import encode_prompt, load, sampling_args, strategies
 
 # ------------------------------------------------------------------------------------------------
@@ -252,24 +252,17 @@ def read_hellaswag(path, limit=0):
     if not os.path.isfile(path):
         raise ConfigError(f"HellaSwag file {path} not found")
     items = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ConfigError(f"{path} line {lineno}: not valid JSON ({e.msg})")
-            if not (isinstance(item, dict) and isinstance(item.get("ctx"), str)):
-                raise ConfigError(f"{path} line {lineno}: needs a string 'ctx'")
-            endings = item.get("endings")
-            if not (isinstance(endings, list) and len(endings) == 4 and all(isinstance(e, str) for e in endings)):
-                raise ConfigError(f"{path} line {lineno}: 'endings' must be a list of 4 strings")
-            if type(item.get("label")) is not int or not 0 <= item["label"] < 4:
-                raise ConfigError(f"{path} line {lineno}: 'label' must be 0, 1, 2 or 3, got {item.get('label')!r}")
-            items.append(item)
-            if len(items) == limit:
-                break
+    for lineno, item in json_lines(path):
+        if not (isinstance(item, dict) and isinstance(item.get("ctx"), str)):
+            raise ConfigError(f"{path}, line {lineno}: needs a string 'ctx'")
+        endings = item.get("endings")
+        if not (isinstance(endings, list) and len(endings) == 4 and all(isinstance(e, str) for e in endings)):
+            raise ConfigError(f"{path}, line {lineno}: 'endings' must be a list of 4 strings")
+        if type(item.get("label")) is not int or not 0 <= item["label"] < 4:
+            raise ConfigError(f"{path}, line {lineno}: 'label' must be 0, 1, 2 or 3, got {item.get('label')!r}")
+        items.append(item)
+        if len(items) == limit:
+            break
     if not items:
         raise ConfigError(f"{path} holds no HellaSwag items")
     return items

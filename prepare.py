@@ -43,7 +43,7 @@ import numpy as np
 from tqdm import tqdm
 
 import bpe
-from configurator import ConfigError, atomic_write, configure
+from configurator import ConfigError, atomic_write, configure, json_lines
 
 # -----------------------------------------------------------------------------
 # settings, overridden from the command line: python prepare.py --dataset=... --vocab_size=32000
@@ -130,14 +130,8 @@ def read_txt(path):
 
 
 def read_jsonl(path):
-    with utf8_errors(path), open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                fail(f"{path}, line {number}: not JSON ({e.msg})")
+    with utf8_errors(path):
+        for number, record in json_lines(path):
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 fail(f"{path}, line {number}: no \"text\" field (each line must be like {{\"text\": \"...\"}})")
             yield record["text"], True
