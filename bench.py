@@ -392,17 +392,21 @@ def best_times(fns):
 
 
 def bench_sample(prompt_tokens=16):
-    """Our KV-cache generation (model.stream, what sample.py runs) against Hugging Face's generate() on the
-    same weights (exported with save_pretrained): batch 1, CPU, greedy, the same prompt, and min_new_tokens
-    so both generate the same number of tokens. Random weights do: the work per token does not depend on
-    them. Both outputs must be equal, or the comparison is not of the same computation."""
+    """Our KV-cache generation (model.stream, what sample.py runs; with --compile=True also compiled as
+    sample.py --compile=True does) against Hugging Face's generate() on the same weights (exported with
+    save_pretrained): batch 1, CPU, greedy, the same prompt, and min_new_tokens so both generate the same
+    number of tokens. Random weights do: the work per token does not depend on them. All outputs must be
+    equal, or the comparison is not of the same computation."""
+    import copy
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging
+    from sample import compile_generation
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     print(f"batch 1, greedy, CPU ({torch.get_num_threads()} threads), torch {torch.__version__}, best of {repeats}\n")
-    print("| model | prompt + new tokens | ours tokens/s | HF generate() tokens/s | ours / HF | same tokens |")
-    print("|---|---|---|---|---|---|")
+    print("| model | prompt + new tokens | ours tokens/s | ours compiled tokens/s | HF generate() tokens/s "
+          "| ours / HF | compiled / HF | same tokens |")
+    print("|---|---|---|---|---|---|---|---|")
     for which in sizes:
         torch.manual_seed(seed)
         config = model_config(which)
@@ -412,20 +416,21 @@ def bench_sample(prompt_tokens=16):
             ours.save_pretrained(d, eot_id=eot)
             hf = GPT2LMHeadModel.from_pretrained(d).eval()
         prompt = torch.randint(eot, (1, prompt_tokens), generator=torch.Generator().manual_seed(seed))
-
-        def run_ours():
-            return ours.generate(prompt, new_tokens, temperature=0.0)
-
-        def run_hf():
-            return hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
-                               max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=eot)
-
-        a, b = run_ours(), run_hf()  # also the warm-up
-        assert torch.equal(a, b), "our generation and Hugging Face's differ: not the same computation"
-        t_ours, t_hf = best_times([run_ours, run_hf])
+        runs = {"ours": ours}
+        if compile:
+            torch._dynamo.reset()  # the previous size's compiled graphs would count against the recompile limit
+            runs["compiled"] = compile_generation(copy.deepcopy(ours), prompt[0].tolist())
+        fns = [lambda model=model: model.generate(prompt, new_tokens, temperature=0.0) for model in runs.values()]
+        fns.append(lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                       max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=eot))
+        outputs = [fn() for fn in fns]  # also the warm-up
+        assert all(torch.equal(out, outputs[-1]) for out in outputs), \
+            "our generation and Hugging Face's differ: not the same computation"
+        t = dict(zip([*runs, "hf"], best_times(fns)))
+        compiled = (f"{new_tokens / t['compiled']:.1f}", f"{t['hf'] / t['compiled']:.2f}x") if compile else ("-", "-")
         print(f"| {which} ({ours.num_params() / 1e6:.1f}M: {config.n_layer}L {config.n_embd}C, vocab "
-              f"{config.vocab_size}) | {prompt_tokens} + {new_tokens} | {new_tokens / t_ours:.1f} | "
-              f"{new_tokens / t_hf:.1f} | {t_hf / t_ours:.2f}x | yes |", flush=True)
+              f"{config.vocab_size}) | {prompt_tokens} + {new_tokens} | {new_tokens / t['ours']:.1f} | {compiled[0]} | "
+              f"{new_tokens / t['hf']:.1f} | {t['hf'] / t['ours']:.2f}x | {compiled[1]} | yes |", flush=True)
 
 
 BENCHMARKS = {"tokenizer": bench_tokenizer, "prepare": bench_prepare, "sample": bench_sample,

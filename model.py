@@ -55,28 +55,28 @@ def preset_config(name, **overrides):
 class KVCache:
     """Keys and values of every position seen so far, for each layer. Generating token t+1 then needs
     attention for one new query only, instead of recomputing all t positions: O(T) work per token
-    instead of O(T^2). Preallocated to block_size so a step writes in place instead of concatenating."""
+    instead of O(T^2). Preallocated to block_size so a step writes in place instead of concatenating;
+    one buffer per layer, so that a compiled step writes its layer's slice, not a copy of all layers."""
 
     def __init__(self, config, batch_size, device, dtype):
-        hs = config.n_embd // config.n_head
-        shape = (config.n_layer, batch_size, config.n_head, config.block_size, hs)
-        self.k = torch.empty(shape, device=device, dtype=dtype)
-        self.v = torch.empty(shape, device=device, dtype=dtype)
+        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
         self.pos = 0  # positions already cached (the same in every layer)
 
     def update(self, layer, k, v):
         """Store this step's (B, nh, T, hs) keys and values; return all of them so far."""
         end = self.pos + k.size(2)
-        self.k[layer, :, :, self.pos:end] = k
-        self.v[layer, :, :, self.pos:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
 class Linear(nn.Module):
     """y = x W + b, with W stored (in, out) as in OpenAI's GPT-2 code (Hugging Face's Conv1D): the
     transpose of nn.Linear's (out, in). The math is the same; this layout lets OpenAI's and Hugging
     Face's weights load as they are, and a CPU multiplies a single row by it faster, which is what
-    generating one token at a time does (about 1.2x more tokens/s, bench.py sample)."""
+    generating one token at a time does (bench.py sample)."""
 
     def __init__(self, in_features, out_features, bias=True):
         super().__init__()
@@ -113,7 +113,8 @@ class CausalSelfAttention(nn.Module):
         dropout = self.dropout if self.training else 0.0
         if self.fused:
             # one kernel (flash / memory-efficient attention): never materialises the (T, T) matrix
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=past == 0 and T > 1)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
+                                               is_causal=mask is None and T > 1)
         else:
             # the same computation spelled out: softmax(Q K^T / sqrt(hs)) V over the visible keys
             att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, past + T)
@@ -155,6 +156,50 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), cache)  # tokens exchange information
         x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
         return x
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of targets (N,) under logits h @ weight.T, for hidden states h (N, C) and the
+    output embedding weight (V, C), computed a chunk of rows at a time without ever holding all logits.
+
+    Why: the logits are the largest tensor in training, N x V floats (134 MB at the CPU config, 3.3 GB
+    for GPT-2 small at 16 x 1024 tokens), and log-softmax with its backward reads and writes that much
+    several times. Yet the gradient is simple, d loss / d logits = (softmax - one_hot(target)) / N, so
+    each chunk is scored and differentiated at once, while it is still in cache, and only the small
+    gradients of h and weight are kept for backward. The numbers are F.cross_entropy's (tested); the
+    training step gets about 1.5x faster on a CPU (bench.py train)."""
+
+    CHUNK_ROWS = 1024
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, need_grad):
+        scored = targets != -1
+        n = scored.sum().clamp(min=1)
+        loss = torch.zeros((), device=h.device)
+        grad_h = torch.empty_like(h) if need_grad else None
+        grad_w = torch.zeros_like(weight) if need_grad else None
+        for start in range(0, h.size(0), ChunkedCrossEntropy.CHUNK_ROWS):
+            rows = slice(start, start + ChunkedCrossEntropy.CHUNK_ROWS)
+            hc, target, keep = h[rows], targets[rows].clamp(min=0), scored[rows]
+            logits = (hc @ weight.t()).float()  # (chunk, V), in float32 even under autocast
+            target_logit = logits.gather(1, target[:, None]).squeeze(1)
+            top = logits.amax(dim=1, keepdim=True)  # subtracted before exp so that it cannot overflow
+            probs = logits.sub_(top).exp_()  # in place: softmax, not yet normalised
+            total = probs.sum(dim=1, keepdim=True)
+            # -log softmax(target) = logsumexp(logits) - target's logit
+            loss += ((total.log() + top).squeeze(1) - target_logit).mul(keep).sum()
+            if need_grad:
+                probs.mul_(keep[:, None] / (total * n))  # softmax / n on scored rows, 0 elsewhere
+                probs[torch.arange(len(target), device=h.device), target] -= keep / n  # - one_hot / n
+                grad_h[rows] = probs @ weight
+                grad_w += probs.t() @ hc
+        ctx.save_for_backward(grad_h, grad_w)
+        return loss / n
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, grad_w * grad_loss, None, None
 
 
 class GPT(nn.Module):
@@ -353,50 +398,6 @@ class GPT(nn.Module):
         if unexpected or any(not k.endswith(self._HF_MASK_BUFFERS) for k in missing):
             raise RuntimeError(f"weights do not map onto GPT2LMHeadModel: missing {missing}, unexpected {unexpected}")
         hf.save_pretrained(out_dir)
-
-
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of targets (N,) under logits h @ weight.T, for hidden states h (N, C) and the
-    output embedding weight (V, C), computed a chunk of rows at a time without ever holding all logits.
-
-    Why: the logits are the largest tensor in training, N x V floats (134 MB at the CPU config, 3.3 GB
-    for GPT-2 small at 16 x 1024 tokens), and log-softmax with its backward reads and writes that much
-    several times. Yet the gradient is simple, d loss / d logits = (softmax - one_hot(target)) / N, so
-    each chunk is scored and differentiated at once, while it is still in cache, and only the small
-    gradients of h and weight are kept for backward. The numbers are F.cross_entropy's (tested); the
-    training step gets about 1.3x faster on a CPU (bench.py train)."""
-
-    CHUNK_ROWS = 1024
-
-    @staticmethod
-    def forward(ctx, h, weight, targets, need_grad):
-        scored = targets != -1
-        n = scored.sum().clamp(min=1)
-        loss = torch.zeros((), device=h.device)
-        grad_h = torch.empty_like(h) if need_grad else None
-        grad_w = torch.zeros_like(weight) if need_grad else None
-        for start in range(0, h.size(0), ChunkedCrossEntropy.CHUNK_ROWS):
-            rows = slice(start, start + ChunkedCrossEntropy.CHUNK_ROWS)
-            hc, target, keep = h[rows], targets[rows].clamp(min=0), scored[rows]
-            logits = (hc @ weight.t()).float()  # (chunk, V), in float32 even under autocast
-            target_logit = logits.gather(1, target[:, None]).squeeze(1)
-            top = logits.amax(dim=1, keepdim=True)  # subtracted before exp so that it cannot overflow
-            probs = logits.sub_(top).exp_()  # in place: softmax, not yet normalised
-            total = probs.sum(dim=1, keepdim=True)
-            # -log softmax(target) = logsumexp(logits) - target's logit
-            loss += ((total.log() + top).squeeze(1) - target_logit).mul(keep).sum()
-            if need_grad:
-                probs.mul_(keep[:, None] / (total * n))  # softmax / n on scored rows, 0 elsewhere
-                probs[torch.arange(len(target), device=h.device), target] -= keep / n  # - one_hot / n
-                grad_h[rows] = probs @ weight
-                grad_w += probs.t() @ hc
-        ctx.save_for_backward(grad_h, grad_w)
-        return loss / n
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_loss, grad_w * grad_loss, None, None
 
 
 def hf_config(config, eot_id=None, **overrides):

@@ -187,6 +187,17 @@ def test_kv_cache_generation_equals_no_cache_past_block_size(fused):
                        model.generate(prompt, 20, top_k=10, generator=g2, use_cache=False))
 
 
+def test_compiled_generation_equals_eager():
+    """sample.py --compile=True gives the same tokens, also past block_size (where the cache is rebuilt
+    every step: another shape to compile)."""
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    prompt = torch.randint(50, (1, 9))
+    expected = model.generate(prompt, 12, temperature=0.0)
+    sample.compile_generation(model, prompt[0].tolist())
+    assert torch.equal(model.generate(prompt, 12, temperature=0.0), expected)
+
+
 def test_kv_cache_logits_equal_full_forward():
     from model import KVCache
     torch.manual_seed(0)
