@@ -305,7 +305,8 @@ def hf_gpt2(config):
 
 
 class HFLoss(torch.nn.Module):
-    """Wrap GPT2LMHeadModel to our (logits, loss) interface, so both go through train.py's step."""
+    """Wrap GPT2LMHeadModel to our model's (_, loss) interface, so both go through train.py's step; the
+    loss is F.cross_entropy on its logits, as its own loss function computes it."""
 
     def __init__(self, hf):
         super().__init__()

@@ -166,8 +166,9 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     for GPT-2 small at 16 x 1024 tokens), and log-softmax with its backward reads and writes that much
     several times. Yet the gradient is simple, d loss / d logits = (softmax - one_hot(target)) / N, so
     each chunk is scored and differentiated at once, while it is still in cache, and only the small
-    gradients of h and weight are kept for backward. The numbers are F.cross_entropy's (tested); the
-    training step gets about 1.5x faster on a CPU (bench.py train)."""
+    gradients of h and weight are kept for backward. The numbers are F.cross_entropy's (tested), except
+    that a batch whose targets are all -1 has loss 0 instead of nan; the training step gets about 1.5x
+    faster on a CPU (bench.py train)."""
 
     CHUNK_ROWS = 1024
 
@@ -189,14 +190,20 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             # -log softmax(target) = logsumexp(logits) - target's logit
             loss += ((total.log() + top).squeeze(1) - target_logit).mul(keep).sum()
             if need_grad:
-                probs.mul_(keep[:, None] / (total * n))  # softmax / n on scored rows, 0 elsewhere
-                probs[torch.arange(len(target), device=h.device), target] -= keep / n  # - one_hot / n
+                probs.mul_(keep[:, None] / total)  # softmax on scored rows, 0 elsewhere
+                probs[torch.arange(len(target), device=h.device), target] -= keep.float()  # - one_hot
+                # gradients of the chunk's summed loss; the 1/n comes after, in float32, so that a float16
+                # matmul under autocast sees values near 1 instead of underflowing ones near 1/n
                 grad_h[rows] = probs @ weight
                 grad_w += probs.t() @ hc
+        if need_grad:
+            grad_h /= n
+            grad_w /= n
         ctx.save_for_backward(grad_h, grad_w)
         return loss / n
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_loss):
         grad_h, grad_w = ctx.saved_tensors
         return grad_h * grad_loss, grad_w * grad_loss, None, None
@@ -342,8 +349,10 @@ class GPT(nn.Module):
             if name not in own:
                 raise ValueError(f"checkpoint tensor {name!r} does not exist in this model")
             if own[name].shape != tensor.shape:
+                why = ("it holds the transpose: a checkpoint from before Linear stored its weights (in, out)"
+                       if tensor.shape == own[name].shape[::-1] else "the checkpoint was made with another config")
                 raise ValueError(f"checkpoint tensor {name!r} has shape {tuple(tensor.shape)} but this model's "
-                                 f"is {tuple(own[name].shape)}: the checkpoint was made with another config")
+                                 f"is {tuple(own[name].shape)}: {why}")
         # the tied embedding is one tensor under two names; a checkpoint needs only one of them
         tied = ("transformer.wte.weight", "lm_head.weight")
         missing = [name for name in own if name not in state_dict and not (name in tied and any(t in state_dict for t in tied))]

@@ -37,7 +37,7 @@ greedy = False  # always take the most likely token (same as --temperature=0)
 strategy = "sample"  # 'sample' (the settings above) or 'compare' (greedy, top-k 50 and nucleus 0.9)
 seed = 1337
 export = ""  # instead of sampling, write a small shareable copy of out_dir's model to this folder
-compile = False  # torch.compile the per-token step: faster generation after ~15-60 s of compiling
+compile = False  # torch.compile the per-token step first: faster generation, after seconds to minutes of compiling
 device = "auto"
 dtype = "auto"
 # ------------------------------------------------------------------------------------------------
