@@ -255,6 +255,7 @@ def main():
     print(f"{meta['checkpoint_path']}: {model.num_params() / 1e6:.2f}M parameters, {len(prompt) - 1} prompt tokens",
           file=sys.stderr)
     if compile:
+        print("compiling the generation step (once per run)...", file=sys.stderr)
         t0 = time.perf_counter()
         with ctx:
             compile_generation(model, prompt)
