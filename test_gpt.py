@@ -397,6 +397,18 @@ def train_losses(out_dir):
     return {r["iter"]: r["train_loss"] for r in read_log(out_dir) if "val_loss" not in r}
 
 
+def test_float16_training_scales_its_loss_and_learns_like_float32(token_data, tmp_path):
+    """dtype='auto' picks float16 on GPUs without bf16; train.py must scale the loss for the GradScaler
+    (which divides the gradients by its scale). Run here on the CPU, which has float16 autocast too."""
+    runs = {}
+    for dtype in ("float32", "float16"):
+        out = str(tmp_path / dtype)
+        run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out}", "--max_iters=16", f"--dtype={dtype}")
+        runs[dtype] = train_losses(out)
+    assert runs["float32"][16] < runs["float32"][1] - 0.1  # it learns
+    assert all(abs(runs["float16"][i] - runs["float32"][i]) < 0.01 for i in range(1, 17))
+
+
 def test_resumed_run_equals_uninterrupted_run(token_data, tmp_path):
     straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={straight}", "--max_iters=16", "--dropout=0.1")

@@ -105,10 +105,12 @@ class Batches:
         return xy[:, :-1], xy[:, 1:]
 
 
-def accumulate_gradients(model, micro_batches, ctx):
+def accumulate_gradients(model, micro_batches, ctx, scaler=None):
     """Forward and backward over several micro-batches, adding up gradients. Each loss is divided by
     the number of micro-batches, so the sum is the gradient of the mean loss over the whole batch:
-    4 micro-batches of 4 give the gradient of one batch of 16. Returns the mean loss (a tensor)."""
+    4 micro-batches of 4 give the gradient of one batch of 16. With a float16 GradScaler the loss is
+    multiplied by its scale before backward (scaler.unscale_ or scaler.step divides it out again).
+    Returns the mean loss (a tensor)."""
     total = 0.0
     for i, (x, y) in enumerate(micro_batches):
         if isinstance(model, DDP):  # average gradients across processes only after the last micro-batch
@@ -116,7 +118,7 @@ def accumulate_gradients(model, micro_batches, ctx):
         with ctx:
             _, loss = model(x, y)
         loss = loss / len(micro_batches)
-        loss.backward()
+        (scaler.scale(loss) if scaler else loss).backward()
         total += loss.detach()
     return total
 
@@ -353,7 +355,7 @@ def train(overrides=()):
             group["lr"] = lr
         offsets = train_data.offsets(gradient_accumulation_steps * batch_size, sampler)
         mine = offsets.view(world_size, micro_steps, batch_size)[rank]  # this process's micro-batches
-        loss = accumulate_gradients(model, [train_data.get(o) for o in mine], ctx)
+        loss = accumulate_gradients(model, [train_data.get(o) for o in mine], ctx, scaler)
         if ddp:
             torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
         train_loss = loss.item()
