@@ -407,6 +407,8 @@ def test_float16_training_scales_its_loss_and_learns_like_float32(token_data, tm
         runs[dtype] = train_losses(out)
     assert runs["float32"][16] < runs["float32"][1] - 0.1  # it learns
     assert all(abs(runs["float16"][i] - runs["float32"][i]) < 0.01 for i in range(1, 17))
+    scaler = torch.load(os.path.join(tmp_path, "float16", "ckpt.pt"), weights_only=True)["scaler"]
+    assert scaler["scale"] > 0  # saved, so that a resumed run continues with the scale it had reached
 
 
 def test_resumed_run_equals_uninterrupted_run(token_data, tmp_path):

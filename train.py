@@ -248,6 +248,8 @@ def train(overrides=()):
     optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
     if checkpoint is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint.get("scaler"):  # float16's loss scale, as it had adapted
+            scaler.load_state_dict(checkpoint["scaler"])
         sampler.set_state(checkpoint["sampler"])
         rng = checkpoint["rng"]
         random.setstate(rng["python"])
@@ -287,7 +289,8 @@ def train(overrides=()):
 
     def checkpoint_state():
         return {
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "model_args": model_args,
+            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "model_args": model_args,
             "iter_num": iter_num, "tokens": tokens_seen, "best_val_loss": best_val_loss, "config": config,
             "elapsed": elapsed_before + time.time() - t_start, "sampler": sampler.get_state(),
             "tokenizer": meta["tokenizer"],
