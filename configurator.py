@@ -30,9 +30,10 @@ class ConfigError(SystemExit):
         super().__init__(f"error: {message}")
 
 
-def _settable(config):
-    return {k: v for k, v in config.items()
-            if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None), tuple, list))}
+def settings(config):
+    """The script's settings: its lower-case globals of plain types (UPPER_CASE ones are constants)."""
+    return {k: v for k, v in config.items() if not k.startswith("_") and not k.isupper()
+            and isinstance(v, (bool, int, float, str, type(None), tuple, list))}
 
 
 def _convert(key, raw, default):
@@ -65,7 +66,7 @@ def configure(config, argv=None):
     """Apply config files and --key=value arguments to the dict `config` (a script's globals()).
     Returns the list of keys that were changed, so scripts can log what differs from the defaults."""
     argv = sys.argv[1:] if argv is None else argv
-    known = _settable(config)
+    known = settings(config)
     changed = []
     for arg in argv:
         if not arg.startswith("--"):

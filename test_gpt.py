@@ -67,10 +67,11 @@ def test_configure_parses_literals_files_and_flags(tmp_path):
     (["--compile=yes"], "expects True or False"),
     (["--n_layer"], "needs a value"),
     (["missing_config.py"], "not found"),
+    (["--CHUNK_ROWS=8"], "unknown config key 'CHUNK_ROWS'; known keys: compile, n_layer$"),  # constants are not settings
 ])
 def test_configure_rejects_bad_arguments(argv, message):
     with pytest.raises(ConfigError, match=message):
-        configure({"n_layer": 12, "compile": False}, argv)
+        configure({"n_layer": 12, "compile": False, "CHUNK_ROWS": 1024}, argv)
 
 
 def test_pick_device_prefers_cuda_then_mps_then_cpu():

@@ -24,7 +24,7 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from configurator import ConfigError, atomic_write, autocast, configure, pick_device, pick_dtype
+from configurator import ConfigError, atomic_write, autocast, configure, pick_device, pick_dtype, settings
 from model import GPT, GPTConfig, PRESETS, preset_config, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -397,7 +397,7 @@ def train(overrides=()):
         destroy_process_group()
 
 
-SETTINGS = [k for k, v in globals().items() if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))]
+SETTINGS = list(settings(globals()))  # what a checkpoint records of the run, and a resume restores
 
 if __name__ == "__main__":
     train(overrides=configure(globals()))
