@@ -111,7 +111,8 @@ def pick_dtype(dtype, device_type):
     if dtype != "auto":
         return dtype
     if device_type == "cuda":
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float16"
+        # emulated bf16 (V100, T4) is slow: those GPUs get float16 and its loss scaling
+        return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
     return "float32"
 
 

@@ -141,7 +141,7 @@ def evaluate_tokens(model, tokens, eot_id, n_bytes, stride=0, batch_size=4, desc
         for r, (start, end, first) in enumerate(batch):
             x[r, :end - start] = torch.from_numpy(stream[start:end])  # inputs: stream position p predicts p + 1
             y[r, first - start:end - start] = torch.from_numpy(stream[first + 1:end + 1])
-        total_nll += token_nll(model, x.to(dev), y.to(dev)).double().sum().item()
+        total_nll += token_nll(model, x.to(dev), y.to(dev)).cpu().double().sum().item()  # (mps has no float64)
         scored += int((y != -1).sum())
     assert scored == n, f"scored {scored} of {n} tokens"  # the windows' contract; a bug if it fails
     loss = total_nll / n

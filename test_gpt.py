@@ -338,6 +338,13 @@ def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_min_lr():
     assert all(lr(i) >= lr(i + 1) for i in range(10, 120))
 
 
+def test_peak_flops_matches_the_most_specific_gpu_name():
+    from train import peak_flops
+    assert peak_flops("NVIDIA L40S") == 362e12 and peak_flops("NVIDIA L4") == 121e12
+    assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12 and peak_flops("NVIDIA A10G") == 125e12
+    assert peak_flops("NVIDIA H200") == 989e12 and peak_flops("AMD EPYC") is None
+
+
 def test_gradient_accumulation_of_4x4_equals_one_batch_of_16():
     torch.manual_seed(0)
     model = GPT(tiny_config())

@@ -125,8 +125,10 @@ def accumulate_gradients(model, micro_batches, ctx, scaler=None):
 
 def peak_flops(device_name):
     """Dense bf16 peak of common accelerators, for MFU; None where we do not know it (CPUs)."""
-    for name, flops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12), ("A10", 125e12),
-                        ("4090", 165e12), ("3090", 71e12), ("V100", 125e12), ("T4", 65e12)):
+    # the first name found in device_name wins, so a name comes before its prefixes (A100 before A10)
+    for name, flops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12),
+                        ("L4", 121e12), ("A10", 125e12), ("4090", 165e12), ("3090", 71e12), ("V100", 125e12),
+                        ("T4", 65e12)):
         if name in device_name:
             return flops
     return None
@@ -255,8 +257,8 @@ def train(overrides=()):
         random.setstate(rng["python"])
         np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
         torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        if rng["cuda"] is not None and device_type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], dev)
         checkpoint = None  # free the memory
     raw_model = model
     use_compile = device_type == "cuda" if compile is None else compile
@@ -295,7 +297,7 @@ def train(overrides=()):
             "elapsed": elapsed_before + time.time() - t_start, "sampler": sampler.get_state(),
             "tokenizer": meta["tokenizer"],
             "rng": {"python": random.getstate(), "numpy": numpy_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+                    "cuda": torch.cuda.get_rng_state(dev) if device_type == "cuda" else None},  # this process's GPU
         }
 
     @torch.no_grad()
