@@ -470,6 +470,30 @@ def test_sigint_finishes_the_step_saves_and_exits(token_data, tmp_path):
     assert 2 <= checkpoint["iter_num"] < 100000 and "saving" in out
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker processes through /proc")
+def test_sigterm_to_one_ddp_process_stops_all_at_the_same_step_and_saves(token_data, tmp_path):
+    """A scheduler may signal one process of a torchrun job: the others must stop with it after the same
+    step (not wait forever for it in the next all-reduce), and rank 0 saves that step."""
+    out_dir = str(tmp_path / "out")
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "train.py", *TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}",
+                             "--max_iters=100000", "--eval_interval=100000", "--ckpt_interval=100000",
+                             "--gradient_accumulation_steps=2"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = os.path.join(out_dir, "log.jsonl")
+    deadline = time.time() + 60
+    while time.time() < deadline and not (os.path.exists(log) and len(open(log).readlines()) >= 3):
+        time.sleep(0.2)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    rank_1 = [int(pid) for pid in workers if b"RANK=1" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")]
+    os.kill(rank_1[0], signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    checkpoint = torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)
+    assert 2 <= checkpoint["iter_num"] == max(train_losses(out_dir)) < 100000
+
+
 def test_nan_loss_stops_with_a_message(token_data, tmp_path):
     out_dir = str(tmp_path / "out")
     proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=50",

@@ -354,15 +354,19 @@ def train(overrides=()):
     if iter_num == 0:
         evaluate_and_save()
     t_window, iters_window, done_at_start = time.time(), 0, iter_num
-    while iter_num < last_iter and not stop:
+    stopping = False  # set in the same step on every process, so that all of them leave the loop together
+    while iter_num < last_iter and not stopping:
         lr = get_lr(iter_num, learning_rate, min_lr, warmup_iters, decay_iters)
         for group in optimizer.param_groups:
             group["lr"] = lr
         offsets = train_data.offsets(gradient_accumulation_steps * batch_size, sampler)
         mine = offsets.view(world_size, micro_steps, batch_size)[rank]  # this process's micro-batches
         loss = accumulate_gradients(model, [train_data.get(o) for o in mine], ctx, scaler)
-        if ddp:
-            torch.distributed.all_reduce(loss, op=torch.distributed.ReduceOp.AVG)
+        stopping = bool(stop)
+        if ddp:  # average the loss over processes; a stop signal that reached any of them stops all after this step
+            shared = torch.stack([loss, torch.tensor(float(stopping), device=loss.device)])
+            torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.AVG)
+            loss, stopping = shared[0], bool(shared[1] > 0)
         train_loss = loss.item()
         if not math.isfinite(train_loss):  # weights not updated, so the last checkpoint stays the last good one
             raise SystemExit(f"error: loss is {train_loss} at step {iter_num}; stopping. The last good checkpoint "
@@ -390,7 +394,7 @@ def train(overrides=()):
             t_eval = time.time()
             evaluate_and_save()
             t_window += time.time() - t_eval  # tokens/s measures training, not evaluation
-        if master and (iter_num % ckpt_interval == 0 or iter_num == last_iter or stop):
+        if master and (iter_num % ckpt_interval == 0 or iter_num == last_iter or stopping):
             save(os.path.join(out_dir, "ckpt.pt"), checkpoint_state())
     if master:
         print(f"done: {iter_num - done_at_start} steps in {time.time() - t_start:.1f}s; best val loss "
