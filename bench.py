@@ -240,8 +240,11 @@ def model_config(which=None, **overrides):
 
 
 def sync(dev):
+    """Wait for the device's queued work: GPU calls return before the work is done."""
     if dev.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(dev)
+    elif dev.startswith("mps"):
+        torch.mps.synchronize()
 
 
 def time_steps(step, dev):
