@@ -109,16 +109,15 @@ def export_model(out_dir, ckpt, dest):
     precision, the tied embedding stored once, no optimizer state) and the run's meta.json, tokenizer,
     log.jsonl, loss.png and eval.json where present. A folder to commit or share; float16 changes the test
     bits per byte by far less than 0.001 (eval.py on both folders shows it)."""
-    _, _, meta = load(out_dir, ckpt)  # the checks sample.py makes: a folder that does not load is not exported
+    model, _, meta = load(out_dir, ckpt)  # the checks sample.py makes: a folder that does not load is not exported
     path = meta["checkpoint_path"]
-    checkpoint = read_checkpoint(path)
-    weights = {k: v.half() for k, v in checkpoint["model"].items() if k != "lm_head.weight"}
+    weights = {k: v.half() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     try:
         os.makedirs(dest, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot create {dest!r} ({e.strerror}); pass a writable --export folder")
     with atomic_write(os.path.join(dest, "model.pt")) as tmp:
-        torch.save({"model": weights, **{k: checkpoint[k] for k in CHECKPOINT_INFO if k in checkpoint}}, tmp)
+        torch.save({"model": weights, **meta["checkpoint"]}, tmp)
     for name in ("meta.json", meta["tokenizer"], "log.jsonl", "loss.png", "eval.json"):
         if name != "gpt2" and os.path.isfile(os.path.join(out_dir, name)):
             with atomic_write(os.path.join(dest, name)) as tmp:
