@@ -175,15 +175,27 @@ class ChunkedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, h, weight, targets, need_grad):
+        V = weight.size(0)
         scored = targets != -1
         n = scored.sum().clamp(min=1)
         loss = torch.zeros((), device=h.device)
+        # The matrix in the matmuls' precision, cast once instead of once per chunk and per matmul; and
+        # with zero rows up to a multiple of 64, because a GPU multiplies much faster when every
+        # dimension is one (GPT-2's 50,257 is not: 50,304). Their logits are masked out below, so the
+        # vocabulary stays exactly V; nanoGPT pads the vocabulary itself instead and lets the model learn
+        # to ignore 47 phantom tokens.
+        device_type = h.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight.dtype
+        w = weight.to(dtype)
+        if V % 64:
+            w = F.pad(w, (0, 0, 0, -V % 64))  # (V_padded, C)
         grad_h = torch.empty_like(h) if need_grad else None
-        grad_w = torch.zeros_like(weight) if need_grad else None
+        grad_w = torch.zeros(w.shape, dtype=weight.dtype, device=weight.device) if need_grad else None
         for start in range(0, h.size(0), CHUNK_ROWS):
             rows = slice(start, start + CHUNK_ROWS)
             hc, target, keep = h[rows], targets[rows].clamp(min=0), scored[rows]
-            logits = (hc @ weight.t()).float()  # (chunk, V), in float32 even under autocast
+            logits = (hc @ w.t()).float()  # (chunk, V_padded), in float32 even under autocast
+            logits[:, V:] = float("-inf")  # the padding rows are not tokens: probability 0
             target_logit = logits.gather(1, target[:, None]).squeeze(1)
             top = logits.amax(dim=1, keepdim=True)  # subtracted before exp so that it cannot overflow
             probs = logits.sub_(top).exp_()  # in place: softmax, not yet normalised
@@ -193,13 +205,14 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             if need_grad:
                 probs.mul_(keep[:, None] / total)  # softmax on scored rows, 0 elsewhere
                 probs[torch.arange(len(target), device=h.device), target] -= keep.float()  # - one_hot
+                probs = probs.to(dtype)  # once for both matmuls (autocast would cast it for each)
                 # gradients of the chunk's summed loss; the 1/n comes after, in float32, so that a float16
                 # matmul under autocast sees values near 1 instead of underflowing ones near 1/n
-                grad_h[rows] = probs @ weight
+                grad_h[rows] = probs @ w
                 grad_w += probs.t() @ hc
         if need_grad:
             grad_h /= n
-            grad_w /= n
+            grad_w = grad_w.div_(n)[:V]
         ctx.save_for_backward(grad_h, grad_w)
         return loss / n
 
