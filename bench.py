@@ -8,6 +8,7 @@ machine, so the ratio means something even on a busy laptop. Every table in the 
     python bench.py attention            # fused vs manual attention, forward + backward, T = 128, 512, 1024
     python bench.py train                # our training step vs Hugging Face GPT2LMHeadModel's
     python bench.py train --size=gpt2 --block_size=1024 --batch_size=16   # GPT-2 small (on a GPU)
+    python bench.py train --size=gpt2 --profile=True --attention=cudnn    # where its time goes, cuDNN attention
 
 Settings are globals, overridden with --key=value as everywhere else.
 """
@@ -49,6 +50,9 @@ steps = 5  # timed steps per round, after warm-up
 device = "auto"
 dtype = "auto"
 compile = None  # None: on CUDA only, as in train.py
+compile_mode = "default"  # train benchmark: torch.compile's mode ('max-autotune', 'reduce-overhead', ...)
+attention = ""  # train benchmark: SDPA backends to prefer, in order ('cudnn,flash'); '' = PyTorch's own choice
+profile = False  # train benchmark: also show where the time of the last implementation's step goes
 seed = 1337
 
 
@@ -323,6 +327,21 @@ class HFLoss(torch.nn.Module):
 def bench_train():
     """Training tokens/s of our model and train.py's step against Hugging Face's GPT2LMHeadModel at
     the same size, batch, data, precision and optimizer (AdamW, fused where the device has it)."""
+    if attention:  # a preference, not a restriction: shapes a backend cannot serve fall through to the next
+        backends = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                    "math": "MATH"}
+        names = attention.split(",")
+        if not set(names) <= set(backends):
+            raise SystemExit(f"error: --attention takes a comma-separated list of {', '.join(backends)}")
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        order = [getattr(SDPBackend, backends[name]) for name in names]
+        order += [getattr(SDPBackend, b) for name, b in backends.items() if name not in names]
+        with sdpa_kernel(order, set_priority=True):
+            return train_speeds()
+    return train_speeds()
+
+
+def train_speeds():
     dev = pick_device(device)
     device_type = dev.split(":")[0]
     ptdtype = pick_dtype(dtype, device_type)
@@ -338,10 +357,10 @@ def bench_train():
     data = [torch.randint(config.vocab_size, (batch, T + 1), generator=g).to(dev) for _ in range(4)]
     peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
     print(f"model: {size} ({config.n_layer}L {config.n_head}H {config.n_embd}C, vocab {config.vocab_size}), "
-          f"batch {batch} x {T} tokens, {dev}, {ptdtype}\n")
+          f"batch {batch} x {T} tokens, {dev}, {ptdtype}, attention {attention or 'default'}\n")
     runs = [("Hugging Face GPT2LMHeadModel (sdpa, eager)", "hf", False), ("ours, eager", "ours", False)]
     if use_compile:
-        runs.append(("ours, torch.compile", "ours", True))
+        runs.append((f"ours, torch.compile{'' if compile_mode == 'default' else f' ({compile_mode})'}", "ours", True))
     steppers = []
     for label, which, compiled in runs:
         torch.manual_seed(seed)
@@ -350,7 +369,7 @@ def bench_train():
         optimizer = ours.configure_optimizers(0.1, 6e-4, (0.9, 0.95), device_type) if which == "ours" else \
             torch.optim.AdamW(model.parameters(), lr=6e-4, betas=(0.9, 0.95), weight_decay=0.1,
                               **({"fused": True} if device_type == "cuda" else {}))
-        step_model = torch.compile(model) if compiled else model
+        step_model = torch.compile(model, mode=compile_mode) if compiled else model
 
         def step(model=model, step_model=step_model, optimizer=optimizer, i=[0]):
             x = data[i[0] % len(data)]
@@ -378,6 +397,49 @@ def bench_train():
         reference = reference or tok_s
         mfu = f"{100 * ours.estimate_mfu(tok_s, T, peak):.1f}%" if peak else "-"
         print(f"| {label} | {1e3 * seconds:.1f} | {tok_s:,.0f} | {mfu} | {tok_s / reference:.2f}x |", flush=True)
+    if profile:
+        label, step, _ = steppers[-1]
+        print(f"\nwhere the time of '{label}' goes, {steps} steps:\n")
+        print_profile(step, dev)
+
+
+# what a kernel's or operator's name says it does, first match wins
+WORK_KINDS = [("attention", "flash|fmha|attention|sdpa|cudnn"),
+              ("matmul", "gemm|xmma|cutlass|nvjet|aten::mm|aten::addmm|aten::bmm|triton_tem"),
+              ("optimizer", "adam|multi_tensor|foreach|addcdiv|lerp_"),
+              ("fused by torch.compile", "triton_|cpp_fused|compiledfxgraph"),
+              ("other", "")]
+
+
+def print_profile(step, dev):
+    """The costliest kernels (on a GPU; operators on a CPU) over `steps` steps, and the share of each
+    kind of work: what to optimise next, measured instead of guessed."""
+    import re
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+    on_gpu = dev.startswith("cuda")
+    with torch_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as prof:
+        sync(dev)
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync(dev)
+        wall = (time.perf_counter() - start) * 1e3 / steps
+    events = [e for e in prof.key_averages() if (e.device_type == DeviceType.CUDA) == on_gpu]
+    events = sorted(events, key=lambda e: e.self_device_time_total if on_gpu else e.self_cpu_time_total, reverse=True)
+    times = [(e.key, (e.self_device_time_total if on_gpu else e.self_cpu_time_total) / 1e3 / steps, e.count // steps)
+             for e in events]
+    total = sum(ms for _, ms, _ in times)
+    print(f"| {'kernel' if on_gpu else 'operator'} | ms/step | calls/step | share |")
+    print("|---|---|---|---|")
+    for name, ms, calls in times[:15]:
+        print(f"| {name[:90]} | {ms:.2f} | {calls} | {100 * ms / total:.1f}% |")
+    kinds = dict.fromkeys((kind for kind, _ in WORK_KINDS), 0.0)
+    for name, ms, _ in times:
+        kinds[next(kind for kind, pattern in WORK_KINDS if re.search(pattern, name.lower()))] += ms
+    print(f"\nby kind: " + ", ".join(f"{k} {100 * ms / total:.0f}%" for k, ms in kinds.items()))
+    # a GPU that is busy for less than the step's wall time waits on the CPU (kernel launches, Python)
+    print(f"{'kernels' if on_gpu else 'operators'} {total:.1f} ms of {wall:.1f} ms per step (wall time, profiled)")
 
 
 # ------------------------------------------------------------------------------------------------
