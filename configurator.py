@@ -146,3 +146,21 @@ def json_lines(path):
                     yield number, json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ConfigError(f"{path}, line {number}: not valid JSON ({e.msg})")
+
+
+CHECKPOINTS = {"best": "best.pt", "last": "ckpt.pt"}  # what --ckpt names
+
+
+def find_checkpoint(out_dir, ckpt="best"):
+    """The checkpoint file --ckpt names, else a shipped folder's model.pt, else the other one (a run
+    stopped early may have written only best.pt, or only ckpt.pt)."""
+    if ckpt not in CHECKPOINTS:
+        raise ConfigError(f"--ckpt must be 'best' or 'last', got {ckpt!r}")
+    wanted, other = CHECKPOINTS[ckpt], CHECKPOINTS["last" if ckpt == "best" else "best"]
+    for name in (wanted, "model.pt", other):
+        path = os.path.join(out_dir, name)
+        if os.path.isfile(path):
+            if name == other:
+                print(f"note: {out_dir} has no {wanted}; using {name}", file=sys.stderr)
+            return path
+    raise ConfigError(f"no checkpoint in {out_dir}; train with `python train.py --out_dir={out_dir}`")

@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from configurator import ConfigError, atomic_write, autocast, configure, pick_device, pick_dtype
+from configurator import ConfigError, atomic_write, autocast, configure, find_checkpoint, pick_device, pick_dtype
 from model import GPT, GPTConfig, check_sampling_args, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -42,24 +42,8 @@ device = "auto"
 dtype = "auto"
 # ------------------------------------------------------------------------------------------------
 
-CHECKPOINTS = {"best": "best.pt", "last": "ckpt.pt"}
 # what load() keeps of a checkpoint besides the weights; optimizer and RNG state are only for resuming
 CHECKPOINT_INFO = ("model_args", "iter_num", "best_val_loss", "config", "tokens", "elapsed")
-
-
-def find_checkpoint(out_dir, ckpt="best"):
-    """The checkpoint file --ckpt names, else a shipped folder's model.pt, else the other one (a run
-    stopped early may have written only best.pt, or only ckpt.pt)."""
-    if ckpt not in CHECKPOINTS:
-        raise ConfigError(f"--ckpt must be 'best' or 'last', got {ckpt!r}")
-    wanted, other = CHECKPOINTS[ckpt], CHECKPOINTS["last" if ckpt == "best" else "best"]
-    for name in (wanted, "model.pt", other):
-        path = os.path.join(out_dir, name)
-        if os.path.isfile(path):
-            if name == other:
-                print(f"note: {out_dir} has no {wanted}; using {name}", file=sys.stderr)
-            return path
-    raise ConfigError(f"no checkpoint in {out_dir}; train with `python train.py --out_dir={out_dir}`")
 
 
 def load(out_dir, ckpt="best", device="cpu"):

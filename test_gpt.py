@@ -343,6 +343,7 @@ def test_peak_flops_matches_the_most_specific_gpu_name():
     assert peak_flops("NVIDIA L40S") == 362e12 and peak_flops("NVIDIA L4") == 121e12
     assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12 and peak_flops("NVIDIA A10G") == 125e12
     assert peak_flops("NVIDIA H200") == 989e12 and peak_flops("AMD EPYC") is None
+    assert peak_flops("NVIDIA H100 80GB HBM3") == 989e12 and peak_flops("NVIDIA H100 PCIe") == 756e12
 
 
 def test_gradient_accumulation_of_4x4_equals_one_batch_of_16():

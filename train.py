@@ -24,7 +24,8 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from configurator import ConfigError, atomic_write, autocast, configure, pick_device, pick_dtype, settings
+from configurator import (ConfigError, atomic_write, autocast, configure, find_checkpoint, pick_device,
+                          pick_dtype, settings)
 from model import GPT, GPTConfig, PRESETS, preset_config, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -126,7 +127,7 @@ def accumulate_gradients(model, micro_batches, ctx, scaler=None):
 def peak_flops(device_name):
     """Dense bf16 peak of common accelerators, for MFU; None where we do not know it (CPUs)."""
     # the first name found in device_name wins, so a name comes before its prefixes (A100 before A10)
-    for name, flops in (("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12),
+    for name, flops in (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12),
                         ("L4", 121e12), ("A10", 125e12), ("4090", 165e12), ("3090", 71e12), ("V100", 125e12),
                         ("T4", 65e12)):
         if name in device_name:
@@ -187,7 +188,9 @@ def train(overrides=()):
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: ~same accuracy, several times faster
         torch.backends.cudnn.allow_tf32 = True
-    random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+    random.seed(seed), np.random.seed(seed)
+    # each process its own dropout masks; the weights still start equal, as DDP copies rank 0's to all
+    torch.manual_seed(seed + rank)
 
     # ---- data ---------------------------------------------------------------------------------------
     meta_path = os.path.join(data_dir, "meta.json")
@@ -228,16 +231,16 @@ def train(overrides=()):
         model = GPT.from_pretrained(init_from, dropout=dropout, fused_attention=fused_attention)
         model_args = {**preset_config(init_from).__dict__, "dropout": dropout, "fused_attention": fused_attention}
     elif init_from != "scratch":  # fine-tune one of our trained models: a folder with model.pt, best.pt or ckpt.pt
-        found = [os.path.join(init_from, f) for f in ("model.pt", "best.pt", "ckpt.pt") if os.path.exists(os.path.join(init_from, f))]
-        if not found:
+        if not os.path.isdir(init_from):
             raise ConfigError(f"init_from={init_from!r} is neither 'scratch', 'resume', a GPT-2 preset "
                               f"({', '.join(PRESETS)}) nor a folder holding model.pt, best.pt or ckpt.pt")
+        path = find_checkpoint(init_from)
         try:
-            model = GPT.from_checkpoint(read_checkpoint(found[0]))
+            model = GPT.from_checkpoint(read_checkpoint(path))
         except ValueError as e:
             raise ConfigError(str(e))
         if model.config.vocab_size != meta["vocab_size"]:
-            raise ConfigError(f"{found[0]} has a {model.config.vocab_size}-token vocabulary but {data_dir} has "
+            raise ConfigError(f"{path} has a {model.config.vocab_size}-token vocabulary but {data_dir} has "
                               f"{meta['vocab_size']}; prepare the data with that model's tokenizer")
         model_args = {**model.config.__dict__, "dropout": dropout, "fused_attention": fused_attention}
     else:
@@ -256,9 +259,10 @@ def train(overrides=()):
         rng = checkpoint["rng"]
         random.setstate(rng["python"])
         np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"] is not None and device_type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], dev)
+        if master:  # the saved dropout state is rank 0's; the other processes keep their own seeds
+            torch.set_rng_state(rng["torch"])
+            if rng["cuda"] is not None and device_type == "cuda":
+                torch.cuda.set_rng_state(rng["cuda"], dev)
         checkpoint = None  # free the memory
     raw_model = model
     use_compile = device_type == "cuda" if compile is None else compile
