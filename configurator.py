@@ -97,17 +97,24 @@ def configure(config, argv=None):
 def pick_device(device="auto", cuda_available=None, mps_available=None):
     """'auto' picks cuda, then Apple's mps, then cpu. The availability flags exist so the choice can be
     tested on a machine that has none of that hardware."""
-    if device != "auto":
-        return device
     cuda_available = torch.cuda.is_available() if cuda_available is None else cuda_available
     if mps_available is None:
         mps_available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
-    return "cuda" if cuda_available else "mps" if mps_available else "cpu"
+    if device == "auto":
+        return "cuda" if cuda_available else "mps" if mps_available else "cpu"
+    kind = device.split(":")[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    if not {"cpu": True, "cuda": cuda_available, "mps": mps_available}[kind]:
+        raise ConfigError(f"device={device!r}, but torch sees no {kind} device here; use --device=auto or --device=cpu")
+    return device
 
 
 def pick_dtype(dtype, device_type):
     """'auto' is bfloat16 on GPUs that support it, float16 on older GPUs, float32 elsewhere: bf16 autocast
     on CPUs is often slower than float32 and on mps still incomplete."""
+    if dtype not in ("auto", "float32", "bfloat16", "float16"):
+        raise ConfigError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
     if dtype != "auto":
         return dtype
     if device_type == "cuda":
@@ -130,6 +137,8 @@ def atomic_write(path):
     tmp = f"{path}.tmp"
     try:
         yield tmp
+        with open(tmp, "r+b") as f:  # on disk before it has the name: a power cut cannot leave an empty file
+            os.fsync(f.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows when both are on one filesystem
     finally:
         if os.path.exists(tmp):

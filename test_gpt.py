@@ -79,7 +79,13 @@ def test_pick_device_prefers_cuda_then_mps_then_cpu():
     assert pick_device("auto", cuda_available=True, mps_available=True) == "cuda"
     assert pick_device("auto", cuda_available=False, mps_available=True) == "mps"
     assert pick_device("auto", cuda_available=False, mps_available=False) == "cpu"
-    assert pick_device("cuda:1", cuda_available=False, mps_available=False) == "cuda:1"  # explicit wins
+    assert pick_device("cuda:1", cuda_available=True, mps_available=False) == "cuda:1"  # explicit wins
+    with pytest.raises(ConfigError, match="no cuda device"):
+        pick_device("cuda", cuda_available=False, mps_available=True)
+    with pytest.raises(ConfigError, match="unknown device 'gpu'"):
+        pick_device("gpu")
+    with pytest.raises(ConfigError, match="unknown dtype 'bf16'"):
+        configurator.pick_dtype("bf16", "cuda")
     assert configurator.pick_dtype("auto", "cpu") == "float32"
     assert configurator.pick_dtype("auto", "mps") == "float32"
 
@@ -440,7 +446,7 @@ def test_resumed_run_equals_uninterrupted_run(token_data, tmp_path):
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={interrupted}", "--max_iters=8", "--dropout=0.1")
     # a run killed after its last checkpoint has logged steps that the resumed run will do again
     with open(os.path.join(interrupted, "log.jsonl"), "a") as f:
-        f.write(json.dumps({"iter": 9, "train_loss": 123.0}) + "\n")
+        f.write(json.dumps({"iter": 9, "train_loss": 123.0}) + "\n" + '{"iter": 10, "train_lo')  # the kill cut a line
     # the resumed run takes its settings from the checkpoint, except what is given again
     run_train(f"--out_dir={interrupted}", "--init_from=resume", "--max_iters=16")
     assert [r["iter"] for r in read_log(interrupted) if "val_loss" not in r] == list(range(1, 17))
@@ -453,6 +459,15 @@ def test_resumed_run_equals_uninterrupted_run(token_data, tmp_path):
     assert a[16] < a[1]  # it learns
     best = torch.load(os.path.join(straight, "best.pt"), weights_only=True)
     assert best["best_val_loss"] == min(r["val_loss"] for r in log if "val_loss" in r)
+
+
+def test_resume_with_more_steps_keeps_the_learning_rate_schedule(token_data, tmp_path):
+    out_dir = str(tmp_path / "out")
+    run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=4", "--lr_decay_iters=0",
+              "--min_lr=1e-4")  # 0: decay over the run, 4 steps
+    run_train(f"--out_dir={out_dir}", "--init_from=resume", "--max_iters=6")
+    lrs = {r["iter"]: r["lr"] for r in read_log(out_dir) if "val_loss" not in r}
+    assert lrs[4] > 1e-4 and lrs[5] == lrs[6] == 1e-4  # past the decay: min_lr, not a cosine stretched to step 6
 
 
 def test_sigint_finishes_the_step_saves_and_exits(token_data, tmp_path):
@@ -489,6 +504,8 @@ def test_sigterm_to_one_ddp_process_stops_all_at_the_same_step_and_saves(token_d
     workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     rank_1 = [int(pid) for pid in workers if b"RANK=1" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")]
     os.kill(rank_1[0], signal.SIGTERM)
+    time.sleep(0.5)
+    os.kill(rank_1[0], signal.SIGTERM)  # torchrun passes on the signal that the job already got: not fatal
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     checkpoint = torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)
@@ -499,9 +516,15 @@ def test_nan_loss_stops_with_a_message(token_data, tmp_path):
     out_dir = str(tmp_path / "out")
     proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=50",
                      "--learning_rate=1e30", "--warmup_iters=1", "--grad_clip=0.0", "--ckpt_interval=1", check=False)
-    assert proc.returncode != 0 and "loss is nan" in proc.stderr.lower() and "Traceback" not in proc.stderr
-    checkpoint = torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)  # the last good one
-    assert checkpoint["iter_num"] == max(train_losses(out_dir))
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "loss is nan" in proc.stderr.lower() or "weights after this step are not finite" in proc.stderr
+    # what is left to resume from is good: a step can make the weights inf while its own loss was finite
+    saved = [os.path.join(out_dir, f) for f in ("ckpt.pt", "best.pt") if os.path.exists(os.path.join(out_dir, f))]
+    assert saved
+    x = torch.from_numpy(np.fromfile(os.path.join(token_data, "val.bin"), dtype=np.uint16)[:33].astype(np.int64))
+    for path in saved:
+        model = GPT.from_checkpoint(path)
+        assert model(x[None, :-1], x[None, 1:])[1].isfinite(), path
 
 
 def test_ddp_under_gloo_matches_one_process(token_data, tmp_path):
@@ -535,6 +558,8 @@ def test_train_refuses_unwritable_out_dir_and_resume_of_another_shape(token_data
     assert "cannot write to out_dir" in proc.stderr and "Traceback" not in proc.stderr
     out_dir = str(tmp_path / "out")
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=2")
+    proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", check=False)  # forgot resume
+    assert "already holds a run's checkpoints" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_train(f"--out_dir={out_dir}", "--init_from=resume", "--n_layer=3", check=False)
     assert "has n_layer=2 but --n_layer=3" in proc.stderr and "Traceback" not in proc.stderr
     ckpt = os.path.join(out_dir, "ckpt.pt")
@@ -1546,14 +1571,16 @@ def test_export_writes_a_small_half_precision_folder_that_loads(trained, tmp_pat
 def test_fine_tune_from_an_exported_folder(trained, tmp_path, monkeypatch):
     dest = tmp_path / "shipped"
     run_main(sample, monkeypatch, out_dir=str(trained["out_dir"]), export=str(dest))
-    out_dir = tmp_path / "tuned"
-    run_train(f"--init_from={dest}", f"--data_dir={trained['data_dir']}", f"--out_dir={out_dir}", "--device=cpu",
-              "--max_iters=3", "--eval_interval=3", "--eval_iters=1", "--batch_size=4", "--block_size=32",
-              "--n_layer=2", "--n_head=2", "--n_embd=32")
-    log = read_log(out_dir)
+    args = [f"--init_from={dest}", f"--data_dir={trained['data_dir']}", "--device=cpu", "--max_iters=3",
+            "--eval_interval=3", "--eval_iters=1", "--batch_size=4", "--block_size=32"]
+    run_train(*args, f"--out_dir={tmp_path / 'tuned'}")
+    log = read_log(tmp_path / "tuned")
     start, end = log[0]["val_loss"], log[-1]["val_loss"]
     assert start < 5.0  # it starts from the trained weights, not from scratch (ln 300 = 5.7)
     assert math.isfinite(end)
+    # the fine-tune's own dropout applies, not the one the shipped model was trained with (0)
+    run_train(*args, f"--out_dir={tmp_path / 'dropout'}", "--dropout=0.5")
+    assert train_losses(tmp_path / "dropout")[3] != train_losses(tmp_path / "tuned")[3]
 
 
 SHIPPED = os.path.join(REPO, "pretrained", "tinystories-cpu")

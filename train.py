@@ -151,6 +151,14 @@ def append_log(path, record):
         f.write(json.dumps(record) + "\n")
 
 
+def logged_iter(line):
+    """The step a log.jsonl line records; infinity for a line cut off by a kill while it was written."""
+    try:
+        return json.loads(line)["iter"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
 def train(overrides=()):
     """Run training with the module's settings; `overrides` names the ones the user set explicitly."""
     checkpoint = None
@@ -165,6 +173,9 @@ def train(overrides=()):
         # continue the run as it was configured, except for what is given now (say, a larger max_iters)
         keep = set(overrides) | {"init_from", "out_dir"}
         globals().update({k: v for k, v in checkpoint["config"].items() if k not in keep})
+    elif any(os.path.exists(os.path.join(out_dir, name)) for name in ("ckpt.pt", "best.pt")):
+        raise ConfigError(f"{out_dir} already holds a run's checkpoints; continue it with --init_from=resume, or "
+                          f"start afresh in another --out_dir (or delete this one)")
     config = {k: v for k, v in globals().items() if k in SETTINGS}
     # ---- processes and devices ------------------------------------------------------------------
     ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
@@ -236,13 +247,15 @@ def train(overrides=()):
                               f"({', '.join(PRESETS)}) nor a folder holding model.pt, best.pt or ckpt.pt")
         path = find_checkpoint(init_from)
         try:
-            model = GPT.from_checkpoint(read_checkpoint(path))
-        except ValueError as e:
-            raise ConfigError(str(e))
+            weights = read_checkpoint(path)
+            model_args = {**weights["model_args"], "dropout": dropout, "fused_attention": fused_attention}
+            model = GPT(GPTConfig(**model_args))
+            model.load_weights({k: v.float() for k, v in weights["model"].items()})
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{path}: {e}")
         if model.config.vocab_size != meta["vocab_size"]:
             raise ConfigError(f"{path} has a {model.config.vocab_size}-token vocabulary but {data_dir} has "
                               f"{meta['vocab_size']}; prepare the data with that model's tokenizer")
-        model_args = {**model.config.__dict__, "dropout": dropout, "fused_attention": fused_attention}
     else:
         model = GPT(GPTConfig(**model_args))
     if model.config.block_size < block_size:
@@ -259,10 +272,12 @@ def train(overrides=()):
         rng = checkpoint["rng"]
         random.setstate(rng["python"])
         np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
-        if master:  # the saved dropout state is rank 0's; the other processes keep their own seeds
+        if master:  # the saved dropout state is rank 0's
             torch.set_rng_state(rng["torch"])
             if rng["cuda"] is not None and device_type == "cuda":
                 torch.cuda.set_rng_state(rng["cuda"], dev)
+        else:  # the others start a stream of their own, rather than replay the masks of their first steps
+            torch.manual_seed(seed + rank + world_size * iter_num)
         checkpoint = None  # free the memory
     raw_model = model
     use_compile = device_type == "cuda" if compile is None else compile
@@ -283,7 +298,7 @@ def train(overrides=()):
     log_path = os.path.join(out_dir, "log.jsonl")
     if master and init_from == "resume" and os.path.exists(log_path):
         # a run killed after its last checkpoint logged steps that will now run again: drop those lines
-        kept = [line for line in open(log_path) if json.loads(line)["iter"] <= iter_num]
+        kept = [line for line in open(log_path) if logged_iter(line) <= iter_num]
         with atomic_write(log_path) as tmp, open(tmp, "w") as f:
             f.writelines(kept)
     flops_peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
@@ -292,6 +307,9 @@ def train(overrides=()):
     if max_epochs:
         last_iter = min(last_iter, math.ceil(max_epochs * epoch_tokens / tokens_per_iter))
     decay_iters = lr_decay_iters or last_iter
+    # recorded as resolved, so that a resumed run with a larger max_iters keeps this run's schedule (then
+    # min_lr) instead of stretching the cosine and raising the learning rate again
+    config["lr_decay_iters"] = decay_iters
 
     def checkpoint_state():
         return {
@@ -322,17 +340,34 @@ def train(overrides=()):
         model.train()
         return out
 
-    # Ctrl-C or a scheduler's SIGTERM: finish the step, save, exit. A second Ctrl-C stops at once.
+    # Ctrl-C or a scheduler's SIGTERM: finish the step, save, exit. A second Ctrl-C stops at once, except
+    # under torchrun, whose launcher passes on the signal that the terminal already sent every process.
     stop = []
 
     def request_stop(signum, frame):
         stop.append(signum)
-        signal.signal(signum, signal.SIG_DFL)
+        signal.signal(signum, signal.SIG_IGN if ddp else signal.SIG_DFL)
         if master:
             print(f"\n{signal.Signals(signum).name}: finishing this step, saving, then exiting")
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
+
+    @torch.no_grad()
+    def weights_look_finite(x, y):
+        """Finite weights that give a finite loss on batch (x, y), on every process."""
+        model.eval()  # the graph estimate_loss compiled
+        with ctx:
+            _, loss = model(x, y)
+        model.train()
+        ok = torch.stack([p.isfinite().all() for p in raw_model.parameters()] + [loss.isfinite()]).all().float()
+        if ddp:
+            torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+        return bool(ok)
+
+    def diverged(what):
+        raise SystemExit(f"error: {what} at step {iter_num}; stopping. The last good checkpoint is in {out_dir}; "
+                         f"try a lower learning_rate or grad_clip, or dtype='float32'")
 
     def log(**losses):
         """One log.jsonl line: where the run is, the given losses, and its speed."""
@@ -365,7 +400,8 @@ def train(overrides=()):
             group["lr"] = lr
         offsets = train_data.offsets(gradient_accumulation_steps * batch_size, sampler)
         mine = offsets.view(world_size, micro_steps, batch_size)[rank]  # this process's micro-batches
-        loss = accumulate_gradients(model, [train_data.get(o) for o in mine], ctx, scaler)
+        batches = [train_data.get(o) for o in mine]
+        loss = accumulate_gradients(model, batches, ctx, scaler)
         stopping = bool(stop)
         if ddp:  # average the loss over processes; a stop signal that reached any of them stops all after this step
             shared = torch.stack([loss, torch.tensor(float(stopping), device=loss.device)])
@@ -373,8 +409,7 @@ def train(overrides=()):
             loss, stopping = shared[0], bool(shared[1] > 0)
         train_loss = loss.item()
         if not math.isfinite(train_loss):  # weights not updated, so the last checkpoint stays the last good one
-            raise SystemExit(f"error: loss is {train_loss} at step {iter_num}; stopping. The last good checkpoint "
-                             f"is in {out_dir}; try a lower learning_rate or grad_clip, or dtype='float32'")
+            diverged(f"loss is {train_loss}")
         if grad_clip > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -387,7 +422,7 @@ def train(overrides=()):
         if iter_num % log_interval == 0 or iter_num == last_iter:
             dt = time.time() - t_window
             tok_per_sec = iters_window * tokens_per_iter / dt
-            mfu = raw_model.estimate_mfu(tok_per_sec, block_size, flops_peak) if flops_peak else None
+            mfu = raw_model.estimate_mfu(tok_per_sec / world_size, block_size, flops_peak) if flops_peak else None
             t_window, iters_window = time.time(), 0
             if master:
                 eta = (last_iter - iter_num) * tokens_per_iter / tok_per_sec
@@ -398,8 +433,13 @@ def train(overrides=()):
             t_eval = time.time()
             evaluate_and_save()
             t_window += time.time() - t_eval  # tokens/s measures training, not evaluation
-        if master and (iter_num % ckpt_interval == 0 or iter_num == last_iter or stopping):
-            save(os.path.join(out_dir, "ckpt.pt"), checkpoint_state())
+        if iter_num % ckpt_interval == 0 or iter_num == last_iter or stopping:
+            # a step can ruin the weights although its own loss, computed before it, was finite: never save
+            # such weights over the last good ones
+            if not weights_look_finite(*batches[-1]):
+                diverged("the weights after this step are not finite or give a non-finite loss")
+            if master:
+                save(os.path.join(out_dir, "ckpt.pt"), checkpoint_state())
     if master:
         print(f"done: {iter_num - done_at_start} steps in {time.time() - t_start:.1f}s; best val loss "
               f"{best_val_loss:.4f}; checkpoints in {out_dir}")
