@@ -437,7 +437,7 @@ def print_profile(step, dev):
     kinds = dict.fromkeys((kind for kind, _ in WORK_KINDS), 0.0)
     for name, ms, _ in times:
         kinds[next(kind for kind, pattern in WORK_KINDS if re.search(pattern, name.lower()))] += ms
-    print(f"\nby kind: " + ", ".join(f"{k} {100 * ms / total:.0f}%" for k, ms in kinds.items()))
+    print("\nby kind: " + ", ".join(f"{k} {100 * ms / total:.0f}%" for k, ms in kinds.items()))
     # a GPU that is busy for less than the step's wall time waits on the CPU (kernel launches, Python)
     print(f"{'kernels' if on_gpu else 'operators'} {total:.1f} ms of {wall:.1f} ms per step (wall time, profiled)")
 

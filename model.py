@@ -375,12 +375,13 @@ class GPT(nn.Module):
         self.load_state_dict(state_dict, strict=False)
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, device="cpu"):
+    def from_checkpoint(cls, checkpoint, device="cpu", **overrides):
         """A model from one of our checkpoints (a path, or a dict from read_checkpoint): 'model' holds the
-        state dict, in any float precision, and 'model_args' the GPTConfig fields. Weights come back in float32."""
+        state dict, in any float precision, and 'model_args' the GPTConfig fields, which overrides may change
+        where the weights allow it (dropout, fused_attention). Weights come back in float32."""
         if not isinstance(checkpoint, dict):
             checkpoint = read_checkpoint(checkpoint)
-        model = cls(GPTConfig(**checkpoint["model_args"]))
+        model = cls(GPTConfig(**{**checkpoint["model_args"], **overrides}))
         model.load_weights({k: v.float() for k, v in checkpoint["model"].items()})
         return model.to(device)
 

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import (ConfigError, atomic_write, autocast, configure, find_checkpoint, pick_device,
                           pick_dtype, settings)
-from model import GPT, GPTConfig, PRESETS, preset_config, read_checkpoint
+from model import GPT, GPTConfig, PRESETS, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
 # Settings: GPT-2 small (124M) with the assignment's short context. Override freely.
@@ -240,17 +240,13 @@ def train(overrides=()):
             raise ConfigError(f"{init_from} has GPT-2's 50257-token vocabulary but {data_dir} was made with "
                               f"{meta['vocab_size']}; prepare the data with --tokenizer=gpt2")
         model = GPT.from_pretrained(init_from, dropout=dropout, fused_attention=fused_attention)
-        model_args = {**preset_config(init_from).__dict__, "dropout": dropout, "fused_attention": fused_attention}
     elif init_from != "scratch":  # fine-tune one of our trained models: a folder with model.pt, best.pt or ckpt.pt
         if not os.path.isdir(init_from):
             raise ConfigError(f"init_from={init_from!r} is neither 'scratch', 'resume', a GPT-2 preset "
                               f"({', '.join(PRESETS)}) nor a folder holding model.pt, best.pt or ckpt.pt")
         path = find_checkpoint(init_from)
         try:
-            weights = read_checkpoint(path)
-            model_args = {**weights["model_args"], "dropout": dropout, "fused_attention": fused_attention}
-            model = GPT(GPTConfig(**model_args))
-            model.load_weights({k: v.float() for k, v in weights["model"].items()})
+            model = GPT.from_checkpoint(path, dropout=dropout, fused_attention=fused_attention)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{path}: {e}")
         if model.config.vocab_size != meta["vocab_size"]:
@@ -258,6 +254,7 @@ def train(overrides=()):
                               f"{meta['vocab_size']}; prepare the data with that model's tokenizer")
     else:
         model = GPT(GPTConfig(**model_args))
+    model_args = dict(model.config.__dict__)  # what checkpoints record, whichever way the model came
     if model.config.block_size < block_size:
         raise ConfigError(f"block_size={block_size} exceeds the model's {model.config.block_size} positions")
     model.to(dev)
