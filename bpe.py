@@ -503,11 +503,18 @@ def load_tokenizer(spec):
 
 if __name__ == "__main__":
     # python bpe.py --input=../shared/data/tinystories/train.txt --vocab_size=8192 --out=tokenizer.json
+    import tempfile
     import time
 
     from configurator import configure
     config = dict(input="../shared/data/tinystories/train.txt", vocab_size=8192, out="tokenizer.json")
     configure(config)
+    folder = os.path.dirname(config["out"]) or "."
+    try:  # like prepare.py's and train.py's out_dir, the folder is created; checked now, not after the training
+        os.makedirs(folder, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as e:
+        raise SystemExit(f"error: cannot write to {folder}: {e.strerror}; pass another --out")
     started = time.perf_counter()
     try:
         tokenizer = train_bpe(config["input"], config["vocab_size"], progress=True)

@@ -102,8 +102,8 @@ def bits_per_byte(total_nll, n_bytes):
     every tokenizer, so bits per byte ranks any two models on the same text. It is also a compression
     rate: an arithmetic coder driven by the model would store the text in this many bits per byte
     (8 is no model at all; gzip gets roughly 2 to 3 on English). The end-of-text tokens are scored
-    too (knowing where a document ends is part of the text) but add no bytes. nanochat's
-    evaluate_bpb computes the same quantity."""
+    too (knowing where a document ends is part of the text) but add no bytes; nanochat's evaluate_bpb
+    leaves special tokens out instead, so its figures run slightly lower on the same model and text."""
     return total_nll / (math.log(2) * n_bytes)
 
 
@@ -491,6 +491,15 @@ def find_data(data_dir, out_dir, meta):
     return data_dir, data_meta
 
 
+def scored_with(what):
+    """The settings that the figures of `what` (a split, or 'sampling') depend on. They are stored with the
+    figures, and --out_dirs reuses only figures made with the settings asked for now."""
+    if what == "sampling":
+        return dict(data_dir=data_dir, num_prompts=num_prompts, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+                    temperatures=list(temperatures), seed=seed)
+    return dict(data_dir=data_dir, stride=stride, **(dict(train_tokens=train_tokens, seed=seed) if what == "train" else {}))
+
+
 def checkpoint_id(meta):
     info = meta["checkpoint"]
     return dict(file=os.path.basename(meta["checkpoint_path"]), iter_num=info.get("iter_num"), tokens=info.get("tokens"))
@@ -515,8 +524,9 @@ def evaluate_dir(out_dir, dev, reuse=False):
     for s in wanted:
         if s not in ("train", "val", "test"):
             raise ConfigError(f"--splits takes train, val and test; got {s!r}")
-    todo = [s for s in wanted if not (reuse and s in results)]
-    sample_now = num_prompts > 0 and not (reuse and "sampling" in results)
+    done = {what for what in wanted + ["sampling"] if reuse and results.get(what, {}).get("settings") == scored_with(what)}
+    todo = [s for s in wanted if s not in done]
+    sample_now = num_prompts > 0 and "sampling" not in done
     print(f"{meta['checkpoint_path']}: {model.num_params() / 1e6:.2f}M parameters", file=sys.stderr)
     if todo or sample_now:
         data, data_meta = find_data(data_dir, out_dir, meta)
@@ -527,6 +537,7 @@ def evaluate_dir(out_dir, dev, reuse=False):
                 tokens = np.asarray(document_sample(tokens, tokenizer.eot_id, train_tokens, seed))
                 n_bytes = text_bytes(tokenizer, tokens, tokenizer.eot_id)
             results[split] = evaluate_tokens(model, tokens, tokenizer.eot_id, n_bytes, stride, batch_size, desc=split)
+            results[split]["settings"] = scored_with(split)
             if split == "train" and len(tokens) < data_meta["splits"]["train"]["tokens"]:
                 results[split]["scoring"] += f", on a random sample of {len(tokens):,} tokens of whole documents"
             r = results[split]
@@ -535,6 +546,7 @@ def evaluate_dir(out_dir, dev, reuse=False):
         if sample_now:
             results["sampling"] = sampling_analysis(model, tokenizer, read_split(data, "test"), num_prompts,
                                                     prompt_tokens, new_tokens, temperatures, seed, batch_size)
+            results["sampling"]["settings"] = scored_with("sampling")
             print(sampling_table(results["sampling"]))
     if hellaswag:
         results["hellaswag"] = evaluate_hellaswag(model, tokenizer, read_hellaswag(hellaswag, hellaswag_items),
@@ -553,6 +565,8 @@ def evaluate_dir(out_dir, dev, reuse=False):
 
 
 def main():
+    if batch_size < 1:
+        raise ConfigError(f"--batch_size must be at least 1, got {batch_size}")
     dev = pick_device(device)
     device_type = dev.split(":")[0]
     torch.manual_seed(seed)

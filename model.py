@@ -306,14 +306,17 @@ class GPT(nn.Module):
         cache = None
         done = torch.zeros(idx.size(0), 1, dtype=torch.bool, device=idx.device)
         # the output layer in the (in, out) layout that multiplies a single row faster (see Linear)
-        head = self.lm_head.weight.t().contiguous()  # (C, V)
+        head = self.lm_head.weight.t().float().contiguous()  # (C, V)
         for _ in range(max_new_tokens):
             if use_cache and cache is not None and cache.pos < block_size:
                 x = self.hidden(idx[:, -1:], cache)  # one new position, attending to the cache
             else:
                 cache = KVCache(self.config, idx.size(0), idx.device, self.lm_head.weight.dtype) if use_cache else None
                 x = self.hidden(idx[:, -block_size:], cache)
-            logits = x[:, -1, :] @ head  # (B, V): only the last position predicts the next token
+            # (B, V): only the last position predicts the next token. In float32 even under autocast, where
+            # bf16 would round nearby scores into ties that change greedy picks and let top-k keep more than k.
+            with torch.autocast(idx.device.type, enabled=False):
+                logits = x[:, -1, :].float() @ head
             next_id = sample_next_token(logits, temperature, top_k, top_p, generator)
             if eot_id is not None:
                 next_id = next_id.masked_fill(done, eot_id)

@@ -267,12 +267,12 @@ def train_texts(plan, limit):
                 yield EOT
 
 
-def make_tokenizer(kind, plan, out_dir, vocab_size, bpe_train_bytes, num_proc):
-    """Train, load or fetch the tokenizer; returns it, the spec the workers load it from (bpe.load_tokenizer) and
-    its name for meta.json. A trained or loaded one is saved in out_dir, so the directory is self-contained."""
+def make_tokenizer(kind, plan, vocab_size, bpe_train_bytes, num_proc):
+    """Train, load or fetch the tokenizer; returns it and its name for meta.json: "gpt2", or "tokenizer.json" for a
+    trained or loaded one, which prepare saves in out_dir so that the directory is self-contained."""
     if kind == "gpt2":
         try:
-            return bpe.load_tokenizer("gpt2"), "gpt2", "gpt2"
+            return bpe.load_tokenizer("gpt2"), "gpt2"
         except Exception as e:  # tiktoken downloads GPT-2's files once; offline they must already be in its cache
             fail(f"cannot load GPT-2's tokenizer ({type(e).__name__}); offline, point TIKTOKEN_CACHE_DIR at a copy "
                  f"of its files (export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache)")
@@ -283,14 +283,14 @@ def make_tokenizer(kind, plan, out_dir, vocab_size, bpe_train_bytes, num_proc):
                                 num_workers=num_proc, progress=True)
         elif os.path.isfile(kind):
             tok = bpe.load_tokenizer(kind)
+            if tok.eot_id is None:  # it ends every document in the .bin files
+                fail(f"--tokenizer={kind} has no {EOT} special token, which ends every document; use a tokenizer "
+                     f"saved by prepare.py or bpe.py (both add it), or --tokenizer=bpe")
         else:
             fail(f"--tokenizer={kind!r}: not bpe, gpt2 or an existing tokenizer file")
     except ValueError as e:  # bpe.py's messages for an empty corpus or a broken tokenizer file
         fail(str(e))
-    path = os.path.join(out_dir, "tokenizer.json")
-    with atomic_write(path) as tmp:
-        tok.save(tmp)
-    return tok, path, "tokenizer.json"
+    return tok, "tokenizer.json"
 
 
 # ---------------------------------------------------------------- encoding
@@ -347,14 +347,12 @@ def map_in_order(fn, tasks, num_proc, initializer, initargs):
             yield pending.popleft().get()
 
 
-def encode_splits(plan, spec, out_dir, num_proc):
-    """Stream the dataset through the workers into train.bin / val.bin / test.bin; returns per-split counts."""
+def encode_splits(plan, spec, paths, num_proc):
+    """Stream the dataset through the workers into the files `paths` names ({split: path}); returns per-split
+    counts."""
     stats = {split: {"docs": 0, "tokens": 0, "bytes": 0} for split in SPLITS}
     with contextlib.ExitStack() as stack:
-        files = {}
-        for split in SPLITS:
-            tmp = stack.enter_context(atomic_write(os.path.join(out_dir, f"{split}.bin")))
-            files[split] = stack.enter_context(open(tmp, "wb"))
+        files = {split: stack.enter_context(open(paths[split], "wb")) for split in SPLITS}
         bar = stack.enter_context(tqdm(desc="encoding", unit="B", unit_scale=True))
         tasks = batches(labelled_items(plan))
         for split, ids, docs, nbytes in map_in_order(encode_batch, tasks, num_proc, init_worker, (spec,)):
@@ -366,7 +364,7 @@ def encode_splits(plan, spec, out_dir, num_proc):
             bar.set_postfix_str(split)
         for split in SPLITS:
             if stats[split]["docs"] == 0:
-                fail(f"the {split} split is empty")  # before the renames: no file is left behind
+                fail(f"the {split} split is empty")  # before prepare renames anything: out_dir stays as it was
     return stats
 
 
@@ -432,13 +430,22 @@ def prepare(dataset, out_dir=None, *, tokenizer=tokenizer, vocab_size=vocab_size
     else:
         streams = hub_streams(dataset) if dataset in HUB else local_streams(dataset)
         plan, split_rule = plan_splits(streams, val_fraction, test_fraction)
-        # from the first file replaced until the new meta.json lands, the directory is incomplete, and must look it
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(os.path.join(out_dir, "meta.json"))
-        tok, spec, tokenizer_name = make_tokenizer(tokenizer, plan, out_dir, vocab_size, bpe_train_bytes, num_proc)
+        tok, tokenizer_name = make_tokenizer(tokenizer, plan, vocab_size, bpe_train_bytes, num_proc)
         if tok.vocab_size > MAX_VOCAB:
             fail(f"the tokenizer has {tok.vocab_size:,} tokens: too many for uint16 ids (at most {MAX_VOCAB:,})")
-        stats = encode_splits(plan, spec, out_dir, num_proc)
+        # the new files are written under temporary names and renamed into place together when the block ends, so
+        # a run that fails, however late, leaves the previous finished dataset in out_dir as it was
+        with contextlib.ExitStack() as stack:
+            def new_file(name):
+                return stack.enter_context(atomic_write(os.path.join(out_dir, name)))
+            spec = "gpt2"  # what the workers load the tokenizer from
+            if tokenizer_name != "gpt2":
+                spec = new_file(tokenizer_name)
+                tok.save(spec)
+            stats = encode_splits(plan, spec, {split: new_file(f"{split}.bin") for split in SPLITS}, num_proc)
+            # all complete: from the first rename until the new meta.json lands, the directory must look incomplete
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(out_dir, "meta.json"))
         meta = {
             "vocab_size": tok.vocab_size,
             "eot_id": tok.eot_id,

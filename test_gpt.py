@@ -209,6 +209,20 @@ def test_init_ties_embeddings_and_scales_residual_projections():
     assert abs(c_proj.std() - 0.02 / math.sqrt(2 * 8)) < 0.0005
 
 
+def test_generation_scores_in_float32_under_autocast():
+    """bf16 logits round scores 0.001% apart into ties: greedy must still pick the truly most likely token."""
+    torch.manual_seed(0)
+    model = GPT(tiny_config()).eval()
+    prompt = torch.randint(50, (1, 4))
+    with torch.no_grad():
+        h = model.hidden(prompt)[0, -1]
+        ramp = 1 + 1e-5 * torch.arange(model.config.vocab_size)  # token 49 is the best, by a hair
+        model.lm_head.weight = torch.nn.Parameter(ramp[:, None] * h / h.norm() * 8)  # untied from wte
+    assert model.generate(prompt, 1, temperature=0)[0, -1] == 49
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert model.generate(prompt, 1, temperature=0)[0, -1] == 49
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_kv_cache_generation_equals_no_cache_past_block_size(fused):
     torch.manual_seed(0)
@@ -1020,22 +1034,63 @@ def test_prepare_reuses_a_finished_run_and_force_redoes_it(tmp_path, monkeypatch
     assert calls == [1, 1, 1]
 
 
-def test_prepare_interrupted_run_leaves_no_complete_looking_files(tmp_path, monkeypatch):
+def test_prepare_tokenizer_without_endoftext_is_one_line(tmp_path):
+    # every document in the .bin files ends with <|endoftext|>: a tokenizer without it cannot write them
+    no_eot = tmp_path / "no_eot.json"
+    bpe.train_bpe([" ".join(_docs(20, 0))], 280, special_tokens=[]).save(str(no_eot))
     path = tmp_path / "small.txt"
     _write_txt(path, _docs(50, 0))
-    out = str(tmp_path / "out")
-    _run(path, out)
+    message = _error(tmp_path, path, tokenizer=str(no_eot))
+    assert "<|endoftext|>" in message and "--tokenizer=bpe" in message
+    assert not os.path.exists(tmp_path / "out" / "tokenizer.json")  # nothing was written
 
-    def crash(task):
-        raise KeyboardInterrupt
 
-    monkeypatch.setattr(prep, "encode_batch", crash)
-    with pytest.raises(KeyboardInterrupt):
-        _run(path, out, force=True)
-    # the old meta.json is gone (the set is incomplete), and no half-written or temporary file remains
-    assert not os.path.exists(os.path.join(out, "meta.json"))
-    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+def _contents(out):
+    return {f: open(os.path.join(out, f), "rb").read() for f in sorted(os.listdir(out))}
 
+
+def test_prepare_failed_rerun_leaves_the_finished_dataset_alone(tmp_path, monkeypatch):
+    data = tmp_path / "corpus"
+    data.mkdir()
+    _write_txt(data / "train.txt", _docs(60, 0))
+    _write_txt(data / "val.txt", _docs(10, 1))
+    _write_txt(data / "test.txt", _docs(10, 2))
+    out = _run(data, tmp_path / "out")
+    before = _contents(out)
+    assert set(before) == {"meta.json", "tokenizer.json", "train.bin", "val.bin", "test.bin"}
+
+    # a late failure (the test split, encoded last, is now empty), with another tokenizer already trained
+    (data / "test.txt").write_text("")
+    assert "test split is empty" in _error(tmp_path, data, vocab_size=280, force=True)
+    assert _contents(out) == before  # the same five files, byte for byte, and no temporary one
+
+    # a failure inside the workers, and an interruption: the same
+    _write_txt(data / "test.txt", _docs(10, 2))
+    for error in (ValueError, KeyboardInterrupt):
+        def crash(task):
+            raise error
+        monkeypatch.setattr(prep, "encode_batch", crash)
+        with pytest.raises(error):
+            _run(data, out, vocab_size=280, force=True)
+        assert _contents(out) == before
+
+
+def test_bpe_cli_creates_the_output_folder(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    _write_txt(corpus, _docs(30, 0))
+    script = os.path.join(REPO, "bpe.py")
+
+    def cli(out):
+        return subprocess.run([sys.executable, script, f"--input={corpus}", "--vocab_size=270", f"--out={out}"],
+                              capture_output=True, text=True, cwd=tmp_path)
+
+    result = cli("new_dir/tok.json")  # like prepare.py's and train.py's out_dir, a missing folder is created
+    assert result.returncode == 0, result.stderr
+    assert bpe.load_tokenizer(str(tmp_path / "new_dir" / "tok.json")).vocab_size == 270
+    (tmp_path / "file").write_text("in the way")
+    result = cli("file/tok.json")  # a folder that cannot be made: one line, before the training
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert result.stderr.strip().startswith("error: cannot write to file") and len(result.stderr.splitlines()) == 1
 
 
 def test_prepare_reuses_a_saved_tokenizer(tmp_path):
@@ -1317,6 +1372,23 @@ def test_top_k_and_nucleus_stay_in_their_sets(trained, text):
     assert drawn <= set(order[:size].tolist())
 
 
+@pytest.mark.parametrize("temperature, top_k, top_p, kept", [
+    (0.5, None, None, [0.16, 0.0625, 0.0225, 0.01, 0.0036, 0.0016]),  # p ** (1 / T), renormalised
+    (0.5, 4, 0.8, [0.16, 0.0625]),  # temperature first: at T = 1 the 0.8 nucleus would keep token 2 too
+    (0.5, 2, 0.7, [0.16]),  # top-k first: renormalised over 2 tokens, token 0 alone reaches 0.7
+])
+def test_sampling_draws_from_the_filtered_distribution(temperature, top_k, top_p, kept):
+    """Temperature, then top-k, then top-p on what is left (Hugging Face's order), checked against the
+    distribution computed by hand, not only the set it draws from."""
+    from model import sample_next_token
+    probs = torch.tensor([0.4, 0.25, 0.15, 0.1, 0.06, 0.04])
+    draws = sample_next_token(probs.log().repeat(20000, 1), temperature, top_k, top_p, torch.Generator().manual_seed(0))
+    frequencies = torch.bincount(draws[:, 0], minlength=6) / 20000
+    expected = torch.zeros(6)
+    expected[:len(kept)] = torch.tensor(kept) / sum(kept)
+    assert (frequencies - expected).abs().max() < 0.015  # ~4 standard deviations of 20,000 draws
+
+
 def test_text_stream_prints_split_characters_whole(trained):
     tok = trained["tok"]
     text = "Zoë smiled 🙂 at the café"
@@ -1525,10 +1597,11 @@ def test_compare_writes_a_table(trained, tmp_path, monkeypatch, capsys):
     shutil.copytree(trained["out_dir"], a)
     shutil.copytree(trained["out_dir"], b)
     table = tmp_path / "comparison.md"
+    run_main(evaluation, monkeypatch, out_dir=str(a), splits="test", stride=8, **EVAL_FAST)  # other figures...
     run_main(evaluation, monkeypatch, out_dirs=f"{a},{b}", compare_file=str(table), splits="test", **EVAL_FAST)
     lines = table.read_text().splitlines()
     assert lines[0].startswith("| model | parameters | training tokens | epochs |") and len(lines) == 4
-    assert lines[2].split("|")[2:] == lines[3].split("|")[2:]  # same model, same numbers
+    assert lines[2].split("|")[2:] == lines[3].split("|")[2:]  # same model, same numbers (...not reused)
     assert "test PPL" in capsys.readouterr().out
 
 
@@ -1547,6 +1620,8 @@ def test_eval_rejects_bad_data(trained, tmp_path, monkeypatch):
         evaluation.read_hellaswag(str(tmp_path / "missing.jsonl"))
     with pytest.raises(ConfigError, match="must be below block_size=32"):
         evaluation.sampling_analysis(trained["model"], trained["tok"], trained["test"], prompt_tokens=16, new_tokens=16)
+    with pytest.raises(ConfigError, match="batch_size must be at least 1"):
+        run_main(evaluation, monkeypatch, out_dir=str(trained["out_dir"]), **{**EVAL_FAST, "batch_size": 0})
 
 
 # ================================================================================================
