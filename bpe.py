@@ -396,14 +396,17 @@ class Tokenizer:
             pending, size = [buffer[cut:]], len(buffer) - cut
         yield from self.encode("".join(pending))
 
-    def decode(self, ids):
-        """Text of `ids`; bytes that are not valid UTF-8 become U+FFFD."""
+    def decode_bytes(self, ids):
+        """The bytes of `ids`: exact even for a slice that cuts a character in two."""
         try:
-            data = b"".join([self.vocab[i] for i in ids])
+            return b"".join([self.vocab[i] for i in ids])
         except KeyError as e:
             raise ValueError(f"cannot decode id {e.args[0]!r}: it is not in the vocabulary "
                              f"(ids 0..{self.vocab_size - 1})") from None
-        return data.decode("utf-8", errors="replace")
+
+    def decode(self, ids):
+        """Text of `ids`; bytes that are not valid UTF-8 become U+FFFD."""
+        return self.decode_bytes(ids).decode("utf-8", errors="replace")
 
     def encode_reference(self, text):
         """`encode` in pure Python, the readable version: split off special tokens, pre-tokenize, then

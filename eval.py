@@ -35,7 +35,7 @@ ckpt = "best"  # 'best' (best.pt) or 'last' (ckpt.pt)
 data_dir = ""  # the folder with test.bin etc.; empty = the data_dir the model was trained on
 splits = "test,val,train"  # which splits to score; empty for none
 stride = 0  # 0: non-overlapping windows of block_size; else each window starts stride tokens after the last
-train_tokens = 200_000  # the train split is scored on a random stretch of whole documents this long; 0 = all
+train_tokens = 200_000  # the train split is scored on a random stretch this long (whole documents); 0 = all
 batch_size = 4  # windows per forward pass; the logits take batch_size * block_size * vocab_size floats
 num_prompts = 20  # sampling analysis: prompts from the first test documents; 0 skips it
 prompt_tokens = 8  # the first tokens of each such document make its prompt
@@ -153,24 +153,34 @@ def evaluate_tokens(model, tokens, eot_id, n_bytes, stride=0, batch_size=4, desc
 
 def document_sample(tokens, eot_id, n_tokens, seed):
     """A stretch of whole documents, about n_tokens long, from a random place in the split (its start
-    is as typical as its middle only if the documents were shuffled, which we do not assume)."""
+    is as typical as its middle only if the documents were shuffled, which we do not assume). Where the
+    last document would overshoot by more than a tenth (WikiText is one running text), a window of
+    exactly n_tokens inside it instead."""
     if n_tokens <= 0 or len(tokens) <= n_tokens:
         return tokens
-    ends = np.flatnonzero(np.asarray(tokens) == eot_id)  # each document ends with eot_id
+    rng = np.random.default_rng(seed)
+    ends = eot_positions(tokens, eot_id)  # each document ends with eot_id
     starts = np.concatenate([[0], ends[:-1] + 1])
-    candidates = starts[starts <= len(tokens) - n_tokens]
-    start = int(np.random.default_rng(seed).choice(candidates))
+    start = int(rng.choice(starts[starts <= len(tokens) - n_tokens]))
     end = int(ends[np.searchsorted(ends, start + n_tokens - 1)]) + 1
+    if end - start > 1.1 * n_tokens:
+        start = int(rng.integers(start, end - n_tokens + 1))
+        end = start + n_tokens
     return tokens[start:end]
 
 
+def eot_positions(tokens, eot_id, chunk=1 << 24):
+    """Where eot_id stands in a token file, read a chunk at a time: a mask of a whole OpenWebText-sized
+    train.bin at once would take a byte per token (gigabytes)."""
+    return np.concatenate([start + np.flatnonzero(np.asarray(tokens[start:start + chunk]) == eot_id)
+                           for start in range(0, len(tokens), chunk)])
+
+
 def text_bytes(tokenizer, tokens, eot_id):
-    """UTF-8 bytes of the documents in a token stream (end-of-text tokens are not text). Decoding
-    document by document gives back the exact text, since BPE is lossless."""
-    ends = np.flatnonzero(np.asarray(tokens) == eot_id)
-    starts = np.concatenate([[0], ends + 1])
-    stops = np.concatenate([ends, [len(tokens)]])
-    return sum(len(tokenizer.decode(tokens[s:e].tolist()).encode("utf-8")) for s, e in zip(starts, stops) if e > s)
+    """UTF-8 bytes of the text in a token stream: its tokens' bytes (BPE is lossless), except those of
+    the end-of-text tokens, which are not text. Exact for any slice, even one that cuts a character."""
+    ids = np.asarray(tokens)
+    return len(tokenizer.decode_bytes(ids[ids != eot_id].tolist()))
 
 
 # ---- sampling analysis ---------------------------------------------------------------------------
@@ -412,7 +422,7 @@ def write_report(out_dir, model, meta, results, log):
         lines += ["## Perplexity and bits per byte", "",
                   "Every token of a split is scored exactly once. Perplexity is exp(mean loss per token); bits per "
                   "byte is the total loss in bits over the text's UTF-8 bytes, which compares models with different "
-                  "tokenizers. The train split is scored on a random stretch of whole documents.", "",
+                  "tokenizers. The train split is scored on a random stretch of it.", "",
                   split_table(results), ""]
     if "sampling" in results:
         s = results["sampling"]
@@ -539,7 +549,7 @@ def evaluate_dir(out_dir, dev, reuse=False):
             results[split] = evaluate_tokens(model, tokens, tokenizer.eot_id, n_bytes, stride, batch_size, desc=split)
             results[split]["settings"] = scored_with(split)
             if split == "train" and len(tokens) < data_meta["splits"]["train"]["tokens"]:
-                results[split]["scoring"] += f", on a random sample of {len(tokens):,} tokens of whole documents"
+                results[split]["scoring"] += f", on a random stretch of {len(tokens):,} tokens"
             r = results[split]
             print(f"{split}: loss {r['loss']:.4f} | perplexity {r['perplexity']:.2f} | {r['bits_per_byte']:.4f} "
                   f"bits/byte | {r['tokens']:,} tokens, {r['scoring']}")

@@ -1495,6 +1495,18 @@ def test_document_sample_is_whole_documents(trained):
     assert len(part) >= 500 and part[-1] == eot  # ends where a document ends
     starts = [0] + [i + 1 for i in np.flatnonzero(train == eot)]
     assert any(np.array_equal(train[s:s + len(part)], part) for s in starts)  # begins where one begins
+    running_text = np.append(np.arange(5000, dtype=np.uint16) % eot, eot)  # one document (WikiText): a window in it
+    part = evaluation.document_sample(running_text, eot, 500, seed=3)
+    assert len(part) == 500 and any(np.array_equal(running_text[s:s + 500], part) for s in range(1, 4501))
+
+
+def test_text_bytes_are_exact_for_slices_that_cut_characters(trained):
+    tok = trained["tok"]
+    text = "Zoë smiled 🙂 at the café"
+    ids = tok.encode(text + bpe.EOT)
+    for cut in range(len(ids) + 1):  # some cuts split a character's bytes between the two halves
+        assert (evaluation.text_bytes(tok, ids[:cut], tok.eot_id) + evaluation.text_bytes(tok, ids[cut:], tok.eot_id)
+                == len(text.encode("utf-8")))
 
 
 # ---- sampling analysis -------------------------------------------------------------------------
@@ -1581,7 +1593,7 @@ def test_report_with_loss_plot_and_eval_json(trained, tmp_path, monkeypatch, cap
         assert {"loss", "perplexity", "bits_per_byte", "tokens", "bytes", "scoring"} <= set(results[split])
     assert results["test"]["tokens"] == trained["meta"]["splits"]["test"]["tokens"]  # all of it
     assert results["train"]["tokens"] < trained["meta"]["splits"]["train"]["tokens"]  # a sample
-    assert "sample" in results["train"]["scoring"] and results["hellaswag"]["items"] == 3
+    assert "random stretch" in results["train"]["scoring"] and results["hellaswag"]["items"] == 3
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
     for heading in ("## Model and training", "![training and validation loss](loss.png)", "## Perplexity and bits per byte",
