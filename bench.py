@@ -268,7 +268,7 @@ def median(values):
 
 
 def peak_memory(dev):
-    return torch.cuda.max_memory_allocated() / 2**20 if dev.startswith("cuda") else None
+    return torch.cuda.max_memory_allocated(dev) / 2**20 if dev.startswith("cuda") else None
 
 
 def bench_attention():
@@ -295,7 +295,7 @@ def bench_attention():
                 loss.backward()
 
             if dev.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
+                torch.cuda.reset_peak_memory_stats(dev)
             for _ in range(2):  # warm-up
                 step()
             row[fused] = (median(time_steps(step, dev)), peak_memory(dev))
@@ -353,6 +353,8 @@ def train_speeds():
     batch = batch_size or 16
     T = config.block_size
     use_compile = device_type == "cuda" if compile is None else compile
+    if compile_mode != "default" and not use_compile:
+        raise SystemExit(f"error: --compile_mode={compile_mode} needs torch.compile: add --compile=True")
     g = torch.Generator().manual_seed(seed)
     data = [torch.randint(config.vocab_size, (batch, T + 1), generator=g).to(dev) for _ in range(4)]
     peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
@@ -371,65 +373,81 @@ def train_speeds():
                               **({"fused": True} if device_type == "cuda" else {}))
         step_model = torch.compile(model, mode=compile_mode) if compiled else model
 
-        def step(model=model, step_model=step_model, optimizer=optimizer, i=[0]):
+        def forward_backward(step_model=step_model, i=[0]):
             x = data[i[0] % len(data)]
             i[0] += 1
             accumulate_gradients(step_model, [(x[:, :-1], x[:, 1:])], ctx)
+
+        def update(model=model, optimizer=optimizer):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
+        def step(forward_backward=forward_backward, update=update):
+            forward_backward()
+            update()
+
         for _ in range(5 if compiled else 2):  # warm-up, and compilation
             step()
-        steppers.append((label, step, ours))
+        steppers.append((label, step, ours, (forward_backward, update)))
     # take turns, `repeats` rounds of `steps` steps each: a busy or throttling machine slows all alike
-    times = {label: [] for label, _, _ in steppers}
+    times = {label: [] for label, *_ in steppers}
     for _ in range(repeats):
-        for label, step, _ in steppers:
+        for label, step, *_ in steppers:
             times[label] += time_steps(step, dev)
     print(f"median of {repeats} x {steps} steps each, taking turns\n")
     print("| implementation | ms/step | tokens/s | MFU | vs Hugging Face |")
     print("|---|---|---|---|---|")
     reference = None
-    for label, _, ours in steppers:
+    for label, _, ours, _ in steppers:
         seconds = median(times[label])
         tok_s = batch * T / seconds
         reference = reference or tok_s
         mfu = f"{100 * ours.estimate_mfu(tok_s, T, peak):.1f}%" if peak else "-"
         print(f"| {label} | {1e3 * seconds:.1f} | {tok_s:,.0f} | {mfu} | {tok_s / reference:.2f}x |", flush=True)
     if profile:
-        label, step, _ = steppers[-1]
+        label, _, _, (forward_backward, update) = steppers[-1]
         print(f"\nwhere the time of '{label}' goes, {steps} steps:\n")
-        print_profile(step, dev)
+        print_profile(forward_backward, update, dev)
 
 
 # what a kernel's or operator's name says it does, first match wins
 WORK_KINDS = [("attention", "flash|fmha|attention|sdpa|cudnn"),
               ("matmul", "gemm|xmma|cutlass|nvjet|aten::mm|aten::addmm|aten::bmm|triton_tem"),
-              ("optimizer", "adam|multi_tensor|foreach|addcdiv|lerp_"),
               ("fused by torch.compile", "triton_|cpp_fused|compiledfxgraph"),
               ("other", "")]
 
 
-def print_profile(step, dev):
-    """The costliest kernels (on a GPU; operators on a CPU) over `steps` steps, and the share of each
-    kind of work: what to optimise next, measured instead of guessed."""
+def print_profile(forward_backward, update, dev):
+    """Where a training step's time goes: the costliest kernels (on a GPU; operators on a CPU) of the
+    forward and backward passes over `steps` steps, the share of each kind of work, and the optimizer
+    step (clipping + AdamW) timed on its own: what to optimise next, measured instead of guessed."""
     import re
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile as torch_profile
     on_gpu = dev.startswith("cuda")
+    update_times = []
+    for _ in range(steps):
+        forward_backward()
+        sync(dev)
+        start = time.perf_counter()
+        update()
+        sync(dev)
+        update_times.append(time.perf_counter() - start)
     with torch_profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])) as prof:
         sync(dev)
         start = time.perf_counter()
         for _ in range(steps):
-            step()
+            forward_backward()
         sync(dev)
         wall = (time.perf_counter() - start) * 1e3 / steps
+    update()
     events = [e for e in prof.key_averages() if (e.device_type == DeviceType.CUDA) == on_gpu]
     events = sorted(events, key=lambda e: e.self_device_time_total if on_gpu else e.self_cpu_time_total, reverse=True)
     times = [(e.key, (e.self_device_time_total if on_gpu else e.self_cpu_time_total) / 1e3 / steps, e.count // steps)
              for e in events]
     total = sum(ms for _, ms, _ in times)
+    print(f"forward + backward, the costliest {'kernels' if on_gpu else 'operators'}:\n")
     print(f"| {'kernel' if on_gpu else 'operator'} | ms/step | calls/step | share |")
     print("|---|---|---|---|")
     for name, ms, calls in times[:15]:
@@ -438,8 +456,9 @@ def print_profile(step, dev):
     for name, ms, _ in times:
         kinds[next(kind for kind, pattern in WORK_KINDS if re.search(pattern, name.lower()))] += ms
     print("\nby kind: " + ", ".join(f"{k} {100 * ms / total:.0f}%" for k, ms in kinds.items()))
-    # a GPU that is busy for less than the step's wall time waits on the CPU (kernel launches, Python)
-    print(f"{'kernels' if on_gpu else 'operators'} {total:.1f} ms of {wall:.1f} ms per step (wall time, profiled)")
+    # a GPU that is busy for less than the passes' wall time waits on the CPU (kernel launches, Python)
+    print(f"{'kernels' if on_gpu else 'operators'} {total:.1f} ms of {wall:.1f} ms per step (wall time, profiled); "
+          f"then the optimizer step (clipping + AdamW), timed apart: {1e3 * median(update_times):.1f} ms")
 
 
 # ------------------------------------------------------------------------------------------------

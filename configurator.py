@@ -8,7 +8,7 @@ A script declares its settings as plain module globals with defaults, then calls
 which applies, in order, any config files named on the command line (`config/foo.py`, plain Python
 assigning the same globals) and any `--key=value` overrides. Values are parsed as Python literals and
 must have the default's type, so a typo fails loudly instead of training the wrong model for an hour.
-`--flag` alone sets a boolean setting to True.
+`--flag` alone sets a boolean setting (or an automatic one, whose default is None) to True.
 
 It also owns what every script does the same way: which device to run on, the autocast context
 that goes with it, writing output files atomically, and reading JSON-lines files.
@@ -37,22 +37,29 @@ def settings(config):
 
 
 def _convert(key, raw, default):
+    if isinstance(default, str):
+        return raw  # the text itself: --start='"Hi!"' keeps its quotes, --out_dir=2024 is not a number
     try:
         value = ast.literal_eval(raw)
     except (ValueError, SyntaxError):
         value = raw  # a bare word such as --device=cuda is a string
-    if isinstance(default, str) and not isinstance(value, str):
-        return raw  # --start=1984 or --out_dir=2024 mean the text, not a number
-    if default is None and value is raw:
-        raise ConfigError(f"--{key} expects a Python literal such as True, 3 or None, got {raw!r}")
-    if default is None or value is None:
+    if default is None:  # an "auto" setting (compile = None): True, False or None
+        if value is raw:
+            raise ConfigError(f"--{key} expects a Python literal such as True, False or None, got {raw!r}")
         return value
     if isinstance(default, bool) and not isinstance(value, bool):
         raise ConfigError(f"--{key} expects True or False, got {raw!r}")
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)  # --learning_rate=1 means 1.0
+    if isinstance(default, tuple) and isinstance(value, list):
+        value = tuple(value)
     if type(value) is not type(default):
         raise ConfigError(f"--{key} expects a {type(default).__name__} (default {default!r}), got {raw!r}")
+    if isinstance(default, tuple) and default:
+        kind = type(default[0])
+        value = tuple(float(v) if kind is float and type(v) is int else v for v in value)
+        if not all(type(v) is kind for v in value):
+            raise ConfigError(f"--{key} expects a tuple of {kind.__name__} (default {default!r}), got {raw!r}")
     return value
 
 
@@ -73,20 +80,24 @@ def configure(config, argv=None):
             if not os.path.isfile(arg):
                 raise ConfigError(f"config file {arg!r} not found (pass a path such as config/tinystories_cpu.py)")
             file_globals = {}
-            exec(open(arg).read(), file_globals)
+            try:
+                exec(open(arg).read(), file_globals)
+            except Exception as e:  # a config file is Python: its mistakes are the user's, named in one line
+                raise ConfigError(f"config file {arg!r} does not run ({type(e).__name__}: {e})")
             for key, value in file_globals.items():
                 if key.startswith("_") or callable(value) or type(value).__name__ == "module":
                     continue
                 if key not in known:
                     raise _unknown(key, known)
-                config[key] = _convert(key, repr(value), known[key])
+                config[key] = value if isinstance(value, str) and isinstance(known[key], str) else \
+                    _convert(key, repr(value), known[key])
                 changed.append(key)
             continue
         key, eq, raw = arg[2:].partition("=")
         if key not in known:
             raise _unknown(key, known)
         if not eq:
-            if not isinstance(known[key], bool):
+            if not (isinstance(known[key], bool) or known[key] is None):
                 raise ConfigError(f"--{key} needs a value, e.g. --{key}={known[key]!r}")
             raw = "True"
         config[key] = _convert(key, raw, known[key])
@@ -102,9 +113,12 @@ def pick_device(device="auto", cuda_available=None, mps_available=None):
         mps_available = getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
     if device == "auto":
         return "cuda" if cuda_available else "mps" if mps_available else "cpu"
-    kind = device.split(":")[0]
-    if kind not in ("cpu", "cuda", "mps"):
+    kind, colon, index = device.partition(":")
+    if kind not in ("cpu", "cuda", "mps") or (colon and not (kind == "cuda" and index.isdigit())):
         raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    if index and torch.cuda.is_available() and int(index) >= torch.cuda.device_count():
+        raise ConfigError(f"device={device!r}, but this machine has {torch.cuda.device_count()} GPU(s): cuda:0 to "
+                          f"cuda:{torch.cuda.device_count() - 1}")
     if not {"cpu": True, "cuda": cuda_available, "mps": mps_available}[kind]:
         raise ConfigError(f"device={device!r}, but torch sees no {kind} device here; use --device=auto or --device=cpu")
     return device

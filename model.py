@@ -170,30 +170,30 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     several times. Yet the gradient is simple, d loss / d logits = (softmax - one_hot(target)) / N, so
     each chunk is scored and differentiated at once, while it is still in cache, and only the small
     gradients of h and weight are kept for backward. The numbers are F.cross_entropy's (tested), except
-    that a batch whose targets are all -1 has loss 0 instead of nan; the training step gets about 1.5x
+    that a batch with no target scored has loss 0 instead of nan; the training step gets about 1.5x
     faster on a CPU (bench.py train)."""
 
     @staticmethod
     def forward(ctx, h, weight, targets, need_grad):
         V = weight.size(0)
-        scored = targets != -1
+        scored = targets >= 0
         n = scored.sum().clamp(min=1)
         loss = torch.zeros((), device=h.device)
-        # The matrix in the matmuls' precision, cast once instead of once per chunk and per matmul; and
-        # with zero rows up to a multiple of 64, because a GPU multiplies much faster when every
-        # dimension is one (GPT-2's 50,257 is not: 50,304). Their logits are masked out below, so the
+        # The matrix and the hidden states in the matmuls' precision, cast once instead of once per chunk
+        # and per matmul; the matrix with zero rows up to a multiple of 64, because a GPU multiplies much
+        # faster when every dimension is one (GPT-2's 50,257 is not: 50,304). Their logits are masked out below, so the
         # vocabulary stays exactly V; nanoGPT pads the vocabulary itself instead and lets the model learn
         # to ignore 47 phantom tokens.
         device_type = h.device.type
         dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight.dtype
-        w = weight.to(dtype)
+        w, h_cast = weight.to(dtype), h.to(dtype)
         if V % 64:
             w = F.pad(w, (0, 0, 0, -V % 64))  # (V_padded, C)
         grad_h = torch.empty_like(h) if need_grad else None
         grad_w = torch.zeros(w.shape, dtype=weight.dtype, device=weight.device) if need_grad else None
         for start in range(0, h.size(0), CHUNK_ROWS):
             rows = slice(start, start + CHUNK_ROWS)
-            hc, target, keep = h[rows], targets[rows].clamp(min=0), scored[rows]
+            hc, target, keep = h_cast[rows], targets[rows].clamp(min=0), scored[rows]
             logits = (hc @ w.t()).float()  # (chunk, V_padded), in float32 even under autocast
             logits[:, V:] = float("-inf")  # the padding rows are not tokens: probability 0
             target_logit = logits.gather(1, target[:, None]).squeeze(1)
@@ -280,11 +280,14 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None, cache=None):
         """Without targets: the logits (B, T, V) at every position, and None.
-        With targets (B, T): None, and the mean cross-entropy of predicting each next token (targets of
-        -1 are not scored). The logits are then never materialised: see ChunkedCrossEntropy."""
+        With targets (B, T): None, and the mean cross-entropy of predicting each next token (negative
+        targets are not scored: -1 here, -100 in Hugging Face's code). The logits are then never
+        materialised: see ChunkedCrossEntropy."""
         x = self.hidden(idx, cache)
         if targets is None:
             return self.lm_head(x), None
+        if not torch.compiler.is_compiling() and targets.numel() and targets.max() >= self.config.vocab_size:
+            raise ValueError(f"target id {int(targets.max())} is outside the vocabulary [0, {self.config.vocab_size})")
         weight = self.lm_head.weight
         need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
         loss = ChunkedCrossEntropy.apply(x.flatten(0, 1), weight, targets.flatten(), need_grad)

@@ -60,6 +60,16 @@ def test_configure_parses_literals_files_and_flags(tmp_path):
     assert tri_state["compile"] is False
     with pytest.raises(ConfigError, match="expects a Python literal"):
         configure({"compile": None}, ["--compile=yes"])
+    configure(tri_state, ["--compile"])  # a flag, like a boolean's
+    assert tri_state["compile"] is True
+    quoted = {"start": "Once"}
+    configure(quoted, ['--start="Mom!" said Tom.'])  # a string setting takes the text as it is, quotes and all
+    assert quoted["start"] == '"Mom!" said Tom.'
+    configure(quoted, ['--start="Mom!"'])
+    assert quoted["start"] == '"Mom!"'
+    sweep = {"temperatures": (0.5, 1.0)}
+    configure(sweep, ["--temperatures=(1, 0.8)"])
+    assert sweep["temperatures"] == (1.0, 0.8) and all(type(t) is float for t in sweep["temperatures"])
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -68,11 +78,21 @@ def test_configure_parses_literals_files_and_flags(tmp_path):
     (["--compile=yes"], "expects True or False"),
     (["--n_layer"], "needs a value"),
     (["missing_config.py"], "not found"),
-    (["--CHUNK_ROWS=8"], "unknown config key 'CHUNK_ROWS'; known keys: compile, n_layer$"),  # constants are not settings
+    (["--n_layer=None"], "expects a int"),  # None only where the default is None
+    (["--seq_lens=('a', 1)"], "expects a tuple of int"),
+    (["--CHUNK_ROWS=8"], "unknown config key 'CHUNK_ROWS'; known keys: compile, n_layer, seq_lens$"),  # constants are not settings
 ])
 def test_configure_rejects_bad_arguments(argv, message):
     with pytest.raises(ConfigError, match=message):
-        configure({"n_layer": 12, "compile": False, "CHUNK_ROWS": 1024}, argv)
+        configure({"n_layer": 12, "compile": False, "seq_lens": (128,), "CHUNK_ROWS": 1024}, argv)
+
+
+def test_configure_names_a_config_file_that_does_not_run(tmp_path):
+    for text in ("n_layer = = 4\n", "n_layer = undefined_name\n", "\0binary"):
+        config_file = tmp_path / "bad.py"
+        config_file.write_text(text)
+        with pytest.raises(ConfigError, match="config file .*bad.py' does not run"):
+            configure({"n_layer": 12}, [str(config_file)])
 
 
 def test_pick_device_prefers_cuda_then_mps_then_cpu():
@@ -84,6 +104,8 @@ def test_pick_device_prefers_cuda_then_mps_then_cpu():
         pick_device("cuda", cuda_available=False, mps_available=True)
     with pytest.raises(ConfigError, match="unknown device 'gpu'"):
         pick_device("gpu")
+    with pytest.raises(ConfigError, match="unknown device 'cuda:x'"):
+        pick_device("cuda:x", cuda_available=True)
     with pytest.raises(ConfigError, match="unknown dtype 'bf16'"):
         configurator.pick_dtype("bf16", "cuda")
     assert configurator.pick_dtype("auto", "cpu") == "float32"
@@ -153,19 +175,23 @@ def test_chunked_cross_entropy_equals_full_logits_loss_and_gradients(monkeypatch
     torch.manual_seed(0)
     model = GPT(tiny_config())
     idx, targets = torch.randint(50, (3, 16)), torch.randint(50, (3, 16))
-    targets[0, :7] = -1
+    targets[0, :4] = -1
+    targets[0, 4:7] = -100  # Hugging Face's "not scored": every negative target is skipped
     _, loss = model(idx, targets)
     loss.backward()
     chunked = {name: p.grad.clone() for name, p in model.named_parameters()}
     model.zero_grad()
     logits, _ = model(idx)
-    reference = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=-1)
+    scored = targets >= 0
+    reference = F.cross_entropy(logits[scored], targets[scored])
     reference.backward()
     assert torch.allclose(loss, reference, atol=1e-6)
     for name, p in model.named_parameters():
         assert torch.allclose(chunked[name], p.grad, atol=1e-6), name
     with torch.no_grad():  # evaluation: the same loss, no gradient work
         assert torch.allclose(model(idx, targets)[1], reference, atol=1e-6)
+    with pytest.raises(ValueError, match="target id 50 is outside the vocabulary"):
+        model(idx, torch.full_like(idx, 50))  # the padding rows (50..63) must not pass for tokens
 
 
 def test_training_step_compiles_without_graph_breaks():
