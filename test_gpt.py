@@ -368,6 +368,9 @@ def test_configure_optimizers_decays_matrices_only():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == model.num_params()
+    assert not optimizer.defaults.get("fused")
+    for gpu in ("cuda", "mps"):  # the choice follows the device type (built here on CPU tensors, never stepped)
+        assert model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), gpu).defaults["fused"]
 
 
 # ================================================================================================
