@@ -504,10 +504,11 @@ def find_data(data_dir, out_dir, meta):
 def scored_with(what):
     """The settings that the figures of `what` (a split, or 'sampling') depend on. They are stored with the
     figures, and --out_dirs reuses only figures made with the settings asked for now."""
+    common = dict(data_dir=data_dir, precision=pick_dtype(dtype, pick_device(device).split(":")[0]))
     if what == "sampling":
-        return dict(data_dir=data_dir, num_prompts=num_prompts, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
+        return dict(common, num_prompts=num_prompts, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                     temperatures=list(temperatures), seed=seed)
-    return dict(data_dir=data_dir, stride=stride, **(dict(train_tokens=train_tokens, seed=seed) if what == "train" else {}))
+    return dict(common, stride=stride, **(dict(train_tokens=train_tokens, seed=seed) if what == "train" else {}))
 
 
 def checkpoint_id(meta):
@@ -564,6 +565,9 @@ def evaluate_dir(out_dir, dev, reuse=False):
         h = results["hellaswag"]
         print(f"hellaswag: {100 * h['accuracy']:.2f}% (summed log-likelihood), {100 * h['accuracy_norm']:.2f}% "
               f"(per token) on {h['items']:,} items")
+    # earlier figures made with other settings would be read as if made with these: they go
+    results = {k: v for k, v in results.items()
+               if k not in ("train", "val", "test", "sampling") or v.get("settings") == scored_with(k)}
     with atomic_write(os.path.join(out_dir, "eval.json")) as tmp, open(tmp, "w") as f:
         json.dump(results, f, indent=1)
     log = read_log(out_dir)

@@ -282,11 +282,13 @@ class GPT(nn.Module):
         With targets (B, T): None, and the mean cross-entropy of predicting each next token (negative
         targets are not scored: -1 here, -100 in Hugging Face's code). The logits are then never
         materialised: see ChunkedCrossEntropy."""
+        # (checked before the forward pass is queued, so that on a GPU the wait for the answer costs nothing)
+        if targets is not None and not torch.compiler.is_compiling() and targets.numel() \
+                and targets.max() >= self.config.vocab_size:
+            raise ValueError(f"target id {int(targets.max())} is outside the vocabulary [0, {self.config.vocab_size})")
         x = self.hidden(idx, cache)
         if targets is None:
             return self.lm_head(x), None
-        if not torch.compiler.is_compiling() and targets.numel() and targets.max() >= self.config.vocab_size:
-            raise ValueError(f"target id {int(targets.max())} is outside the vocabulary [0, {self.config.vocab_size})")
         weight = self.lm_head.weight
         need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
         loss = ChunkedCrossEntropy.apply(x.flatten(0, 1), weight, targets.flatten(), need_grad)

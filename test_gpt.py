@@ -99,7 +99,7 @@ def test_pick_device_prefers_cuda_then_mps_then_cpu():
     assert pick_device("auto", cuda_available=True, mps_available=True) == "cuda"
     assert pick_device("auto", cuda_available=False, mps_available=True) == "mps"
     assert pick_device("auto", cuda_available=False, mps_available=False) == "cpu"
-    assert pick_device("cuda:1", cuda_available=True, mps_available=False) == "cuda:1"  # explicit wins
+    assert pick_device("cuda:0", cuda_available=True, mps_available=False) == "cuda:0"  # explicit wins
     with pytest.raises(ConfigError, match="no cuda device"):
         pick_device("cuda", cuda_available=False, mps_available=True)
     with pytest.raises(ConfigError, match="unknown device 'gpu'"):
@@ -602,7 +602,7 @@ def test_train_refuses_unwritable_out_dir_and_resume_of_another_shape(token_data
     out_dir = str(tmp_path / "out")
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=2")
     proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", check=False)  # forgot resume
-    assert "already holds a run's checkpoints" in proc.stderr and "Traceback" not in proc.stderr
+    assert "already holds a run (ckpt.pt)" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_train(f"--out_dir={out_dir}", "--init_from=resume", "--n_layer=3", check=False)
     assert "has n_layer=2 but --n_layer=3" in proc.stderr and "Traceback" not in proc.stderr
     ckpt = os.path.join(out_dir, "ckpt.pt")
@@ -1638,8 +1638,9 @@ def test_compare_writes_a_table(trained, tmp_path, monkeypatch, capsys):
     shutil.copytree(trained["out_dir"], a)
     shutil.copytree(trained["out_dir"], b)
     table = tmp_path / "comparison.md"
-    run_main(evaluation, monkeypatch, out_dir=str(a), splits="test", stride=8, **EVAL_FAST)  # other figures...
+    run_main(evaluation, monkeypatch, out_dir=str(a), splits="test,val", stride=8, **EVAL_FAST)  # other figures...
     run_main(evaluation, monkeypatch, out_dirs=f"{a},{b}", compare_file=str(table), splits="test", **EVAL_FAST)
+    assert "val" not in json.load(open(a / "eval.json"))  # ...which are not kept beside the new ones either
     lines = table.read_text().splitlines()
     assert lines[0].startswith("| model | parameters | training tokens | epochs |") and len(lines) == 4
     assert lines[2].split("|")[2:] == lines[3].split("|")[2:]  # same model, same numbers (...not reused)

@@ -173,8 +173,8 @@ def train(overrides=()):
         # continue the run as it was configured, except for what is given now (say, a larger max_iters)
         keep = set(overrides) | {"init_from", "out_dir"}
         globals().update({k: v for k, v in checkpoint["config"].items() if k not in keep})
-    elif any(os.path.exists(os.path.join(out_dir, name)) for name in ("ckpt.pt", "best.pt")):
-        raise ConfigError(f"{out_dir} already holds a run's checkpoints; continue it with --init_from=resume, or "
+    elif os.path.exists(os.path.join(out_dir, "ckpt.pt")):
+        raise ConfigError(f"{out_dir} already holds a run (ckpt.pt); continue it with --init_from=resume, or "
                           f"start afresh in another --out_dir (or delete this one)")
     config = {k: v for k, v in globals().items() if k in SETTINGS}
     # ---- processes and devices ------------------------------------------------------------------
