@@ -580,6 +580,22 @@ def test_ddp_under_gloo_matches_one_process(token_data, tmp_path):
     assert all(abs(one[i] - two[i]) < 1e-4 for i in one)
 
 
+def test_ddp_processes_draw_their_own_dropout_masks(token_data, tmp_path):
+    """On data whose windows are all the same, micro-batches differ only in their dropout masks: were one
+    process's masks copied to the other, two processes would log exactly the loss of one."""
+    data = tmp_path / "same"
+    data.mkdir()
+    meta = json.load(open(os.path.join(token_data, "meta.json")))
+    for split in ("train", "val", "test"):
+        np.full(meta["splits"][split]["tokens"], 5, dtype=np.uint16).tofile(data / f"{split}.bin")
+    (data / "meta.json").write_text(json.dumps(meta))
+    args = [*TINY_RUN, f"--data_dir={data}", "--max_iters=1", "--dropout=0.5"]
+    run_train(*args, f"--out_dir={tmp_path / 'one'}")
+    run_train(*args, f"--out_dir={tmp_path / 'two'}", "--gradient_accumulation_steps=2",
+              launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"))
+    assert train_losses(tmp_path / "one")[1] != train_losses(tmp_path / "two")[1]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--data_dir=/nonexistent"], "run `python prepare.py"),
     (["--init_from=resume"], "no checkpoint"),
