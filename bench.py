@@ -8,10 +8,11 @@ machine, so the ratio means something even on a busy laptop. Every table in the 
     python bench.py attention            # fused vs manual attention, forward + backward, T = 128, 512, 1024
     python bench.py train                # our training step vs Hugging Face GPT2LMHeadModel's
     python bench.py train --size=gpt2 --block_size=1024 --batch_size=16   # GPT-2 small (on a GPU)
-    python bench.py train --size=gpt2 --profile=True --attention=cudnn    # where its time goes, cuDNN attention
+    python bench.py train --size=gpt2 --profile=True --attention=cudnn    # where its time goes; cuDNN attention (any benchmark)
 
 Settings are globals, overridden with --key=value as everywhere else.
 """
+import contextlib
 import os
 import runpy
 import subprocess
@@ -51,7 +52,7 @@ device = "auto"
 dtype = "auto"
 compile = None  # None: on CUDA only, as in train.py
 compile_mode = "default"  # train benchmark: torch.compile's mode ('max-autotune', 'reduce-overhead', ...)
-attention = ""  # train benchmark: SDPA backends to prefer, in order ('cudnn,flash'); '' = PyTorch's own choice
+attention = ""  # SDPA backends to prefer, in order ('cudnn,flash'); '' = PyTorch's own choice
 profile = False  # train benchmark: also show where the time of the last implementation's step goes
 seed = 1337
 
@@ -279,7 +280,7 @@ def bench_attention():
     ctx = autocast(dev.split(":")[0], ptdtype)
     lens = list(seq_lens)
     batch = batch_size or (8 if dev.startswith("cuda") else 2)
-    print(f"model: {size}, batch {batch}, {dev}, {ptdtype}, eager (no compile)\n")
+    print(f"model: {size}, batch {batch}, {dev}, {ptdtype}, eager (no compile), attention {attention or 'default'}\n")
     print("| T | fused ms | manual ms | speedup | fused peak MiB | manual peak MiB |")
     print("|---|---|---|---|---|---|")
     for T in lens:
@@ -324,24 +325,25 @@ class HFLoss(torch.nn.Module):
         return logits, F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
 
 
+def preferred_attention(names):
+    """A context preferring the SDPA backends `names` ('cudnn,flash'), in order, to PyTorch's own choice: a
+    preference, not a restriction, so shapes a backend cannot serve fall through to the next."""
+    backends = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
+                "math": "MATH"}
+    if not names:
+        return contextlib.nullcontext()
+    names = names.split(",")
+    if not set(names) <= set(backends):
+        raise SystemExit(f"error: --attention takes a comma-separated list of {', '.join(backends)}")
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    order = [getattr(SDPBackend, backends[name]) for name in names]
+    order += [getattr(SDPBackend, b) for name, b in backends.items() if name not in names]
+    return sdpa_kernel(order, set_priority=True)
+
+
 def bench_train():
     """Training tokens/s of our model and train.py's step against Hugging Face's GPT2LMHeadModel at
     the same size, batch, data, precision and optimizer (AdamW, fused where the device has it)."""
-    if attention:  # a preference, not a restriction: shapes a backend cannot serve fall through to the next
-        backends = {"cudnn": "CUDNN_ATTENTION", "flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION",
-                    "math": "MATH"}
-        names = attention.split(",")
-        if not set(names) <= set(backends):
-            raise SystemExit(f"error: --attention takes a comma-separated list of {', '.join(backends)}")
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-        order = [getattr(SDPBackend, backends[name]) for name in names]
-        order += [getattr(SDPBackend, b) for name, b in backends.items() if name not in names]
-        with sdpa_kernel(order, set_priority=True):
-            return train_speeds()
-    return train_speeds()
-
-
-def train_speeds():
     dev = pick_device(device)
     device_type = dev.split(":")[0]
     ptdtype = pick_dtype(dtype, device_type)
@@ -527,4 +529,5 @@ if __name__ == "__main__":
     what = sys.argv.pop(1)
     configure(globals())
     torch.manual_seed(seed)
-    BENCHMARKS[what]()
+    with preferred_attention(attention):
+        BENCHMARKS[what]()
