@@ -1748,3 +1748,17 @@ def test_config_files_hold_only_known_settings_of_the_right_type(config_file):
     import train
     settings = {k: getattr(train, k) for k in train.SETTINGS}
     assert configure(settings, [os.path.join(REPO, "config", config_file)])
+
+
+# ================================================================================================
+# bench.py
+
+def test_bench_train_compares_and_profiles_at_a_toy_size():
+    """The training benchmark end to end (both implementations, the ratio, the profile), so that the command
+    a GPU session runs is known to work before the GPU is there."""
+    proc = subprocess.run([sys.executable, "bench.py", "train", "--repeats=1", "--steps=1", "--batch_size=2",
+                           "--block_size=64", "--profile=True", "--attention=math,flash"],
+                          cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr
+    assert "| Hugging Face GPT2LMHeadModel (sdpa, eager) |" in proc.stdout and "| ours, eager |" in proc.stdout
+    assert "by kind: attention" in proc.stdout and "optimizer step (clipping + AdamW), timed apart" in proc.stdout
