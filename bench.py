@@ -8,7 +8,7 @@ machine, so the ratio means something even on a busy laptop. Every table in the 
     python bench.py attention            # fused vs manual attention, forward + backward, T = 128, 512, 1024
     python bench.py train                # our training step vs Hugging Face GPT2LMHeadModel's
     python bench.py train --size=gpt2 --block_size=1024 --batch_size=16   # GPT-2 small (on a GPU)
-    python bench.py train --size=gpt2 --profile=True --attention=cudnn    # where its time goes; cuDNN attention (any benchmark)
+    python bench.py train --size=gpt2 --profile=True --attention=cudnn    # where the time goes; cuDNN attention
 
 Settings are globals, overridden with --key=value as everywhere else.
 """

@@ -127,9 +127,9 @@ def accumulate_gradients(model, micro_batches, ctx, scaler=None):
 def peak_flops(device_name):
     """Dense bf16 peak of common accelerators, for MFU; None where we do not know it (CPUs)."""
     # the first name found in device_name wins, so a name comes before its prefixes (A100 before A10)
-    for name, flops in (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L40S", 362e12), ("L40", 181e12),
-                        ("L4", 121e12), ("A10", 125e12), ("4090", 165e12), ("3090", 71e12), ("V100", 125e12),
-                        ("T4", 65e12)):
+    for name, flops in (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
+                        ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A10", 125e12), ("4090", 165e12),
+                        ("3090", 71e12), ("V100", 125e12), ("T4", 65e12)):
         if name in device_name:
             return flops
     return None
