@@ -441,6 +441,9 @@ def train(overrides=()):
         print(f"done: {iter_num - done_at_start} steps in {time.time() - t_start:.1f}s; best val loss "
               f"{best_val_loss:.4f}; checkpoints in {out_dir}")
     if ddp:
+        # leave together: a process that tears down its connections while rank 0 is still saving has been
+        # seen to abort at exit under gloo (the work was saved, but the job reported a failure)
+        torch.distributed.barrier()
         destroy_process_group()
 
 
