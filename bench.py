@@ -385,30 +385,27 @@ def bench_train():
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        def step(forward_backward=forward_backward, update=update):
+        for _ in range(5 if compiled else 2):  # warm-up, and compilation
             forward_backward()
             update()
-
-        for _ in range(5 if compiled else 2):  # warm-up, and compilation
-            step()
-        steppers.append((label, step, ours, (forward_backward, update)))
+        steppers.append((label, ours, forward_backward, update))
     # take turns, `repeats` rounds of `steps` steps each: a busy or throttling machine slows all alike
     times = {label: [] for label, *_ in steppers}
     for _ in range(repeats):
-        for label, step, *_ in steppers:
-            times[label] += time_steps(step, dev)
+        for label, _, forward_backward, update in steppers:
+            times[label] += time_steps(lambda: (forward_backward(), update()), dev)
     print(f"median of {repeats} x {steps} steps each, taking turns\n")
     print("| implementation | ms/step | tokens/s | MFU | vs Hugging Face |")
     print("|---|---|---|---|---|")
     reference = None
-    for label, _, ours, _ in steppers:
+    for label, ours, _, _ in steppers:
         seconds = median(times[label])
         tok_s = batch * T / seconds
         reference = reference or tok_s
         mfu = f"{100 * ours.estimate_mfu(tok_s, T, peak):.1f}%" if peak else "-"
         print(f"| {label} | {1e3 * seconds:.1f} | {tok_s:,.0f} | {mfu} | {tok_s / reference:.2f}x |", flush=True)
     if profile:
-        label, _, _, (forward_backward, update) = steppers[-1]
+        label, _, forward_backward, update = steppers[-1]
         print(f"\nwhere the time of '{label}' goes, {steps} steps:\n")
         print_profile(forward_backward, update, dev)
 
@@ -444,10 +441,9 @@ def print_profile(forward_backward, update, dev):
         sync(dev)
         wall = (time.perf_counter() - start) * 1e3 / steps
     update()
-    events = [e for e in prof.key_averages() if (e.device_type == DeviceType.CUDA) == on_gpu]
-    events = sorted(events, key=lambda e: e.self_device_time_total if on_gpu else e.self_cpu_time_total, reverse=True)
-    times = [(e.key, (e.self_device_time_total if on_gpu else e.self_cpu_time_total) / 1e3 / steps, e.count // steps)
-             for e in events]
+    times = sorted(((e.key, (e.self_device_time_total if on_gpu else e.self_cpu_time_total) / 1e3 / steps,
+                     e.count // steps) for e in prof.key_averages() if (e.device_type == DeviceType.CUDA) == on_gpu),
+                   key=lambda t: t[1], reverse=True)  # (name, ms per step, calls per step), costliest first
     total = sum(ms for _, ms, _ in times)
     print(f"forward + backward, the costliest {'kernels' if on_gpu else 'operators'}:\n")
     print(f"| {'kernel' if on_gpu else 'operator'} | ms/step | calls/step | share |")

@@ -172,7 +172,8 @@ def document_sample(tokens, eot_id, n_tokens, seed):
 def eot_positions(tokens, eot_id, chunk=1 << 24):
     """Where eot_id stands in a token file, read a chunk at a time: a mask of a whole OpenWebText-sized
     train.bin at once would take a byte per token (gigabytes)."""
-    return np.concatenate([start + np.flatnonzero(np.asarray(tokens[start:start + chunk]) == eot_id)
+    return np.concatenate([np.empty(0, dtype=np.int64)] +
+                          [start + np.flatnonzero(np.asarray(tokens[start:start + chunk]) == eot_id)
                            for start in range(0, len(tokens), chunk)])
 
 
@@ -204,7 +205,7 @@ def repeated_ngram_share(text, n=4):
 def test_prompts(tokens, eot_id, num_prompts, prompt_tokens, new_tokens):
     """The first prompt_tokens tokens of the first num_prompts test documents that are longer than
     that, and the next (up to) new_tokens tokens of each: what a person actually wrote next."""
-    ends = np.flatnonzero(np.asarray(tokens) == eot_id)
+    ends = eot_positions(tokens, eot_id)
     prompts, references = [], []
     for start, end in zip(np.concatenate([[0], ends + 1]), ends):
         if end - start > prompt_tokens:

@@ -180,9 +180,9 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         loss = torch.zeros((), device=h.device)
         # The matrix and the hidden states in the matmuls' precision, cast once instead of once per chunk
         # and per matmul; the matrix with zero rows up to a multiple of 64, because a GPU multiplies much
-        # faster when every dimension is one (GPT-2's 50,257 is not: 50,304). Their logits are masked out below, so the
-        # vocabulary stays exactly V; nanoGPT pads the vocabulary itself instead and lets the model learn
-        # to ignore 47 phantom tokens.
+        # faster when every dimension is one (GPT-2's 50,257 is not: 50,304). Their logits are masked out
+        # below, so the vocabulary stays exactly V; nanoGPT pads the vocabulary itself instead and lets the
+        # model learn to ignore 47 phantom tokens.
         device_type = h.device.type
         dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight.dtype
         w, h_cast = weight.to(dtype), h.to(dtype)

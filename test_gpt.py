@@ -513,15 +513,20 @@ def test_resume_with_more_steps_keeps_the_learning_rate_schedule(token_data, tmp
     assert lrs[4] > 1e-4 and lrs[5] == lrs[6] == 1e-4  # past the decay: min_lr, not a cosine stretched to step 6
 
 
+def wait_for_log_lines(log, n, timeout=60):
+    """Until a run in the background has logged n lines (or timeout seconds have passed)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and not (os.path.exists(log) and len(open(log).readlines()) >= n):
+        time.sleep(0.2)
+
+
 def test_sigint_finishes_the_step_saves_and_exits(token_data, tmp_path):
     out_dir = str(tmp_path / "out")
     proc = subprocess.Popen([sys.executable, "train.py", *TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}",
                              "--max_iters=100000", "--eval_interval=100000", "--ckpt_interval=100000"],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     log = os.path.join(out_dir, "log.jsonl")
-    deadline = time.time() + 60
-    while time.time() < deadline and not (os.path.exists(log) and len(open(log).readlines()) >= 3):
-        time.sleep(0.2)
+    wait_for_log_lines(log, 3)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
@@ -541,9 +546,7 @@ def test_sigterm_to_one_ddp_process_stops_all_at_the_same_step_and_saves(token_d
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     log = os.path.join(out_dir, "log.jsonl")
-    deadline = time.time() + 60
-    while time.time() < deadline and not (os.path.exists(log) and len(open(log).readlines()) >= 3):
-        time.sleep(0.2)
+    wait_for_log_lines(log, 3)
     workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     rank_1 = [int(pid) for pid in workers if b"RANK=1" in open(f"/proc/{pid}/environ", "rb").read().split(b"\0")]
     os.kill(rank_1[0], signal.SIGTERM)
