@@ -157,7 +157,12 @@ class Block(nn.Module):
         return x
 
 
-CHUNK_ROWS = 1024  # rows of logits ChunkedCrossEntropy holds at once (a module global: torch.compile traces it)
+# Rows of logits ChunkedCrossEntropy holds at once (module globals: torch.compile traces them). On a CPU, a
+# chunk that stays in cache; on a GPU, all of GPT-2 small's 16 x 1024 tokens at once (3.3 GB of float32
+# logits at most), because each chunk adds a pass over the float32 gradient of the output matrix: 4% faster
+# on an H200 than chunks of 1024 rows (results/bench-gpu.md).
+CHUNK_ROWS = 1024
+GPU_CHUNK_ROWS = 16384
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):
@@ -190,8 +195,9 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             w = F.pad(w, (0, 0, 0, -V % 64))  # (V_padded, C)
         grad_h = torch.empty_like(h) if need_grad else None
         grad_w = torch.zeros(w.shape, dtype=weight.dtype, device=weight.device) if need_grad else None
-        for start in range(0, h.size(0), CHUNK_ROWS):
-            rows = slice(start, start + CHUNK_ROWS)
+        chunk_rows = CHUNK_ROWS if device_type == "cpu" else GPU_CHUNK_ROWS
+        for start in range(0, h.size(0), chunk_rows):
+            rows = slice(start, start + chunk_rows)
             hc, target, keep = h_cast[rows], targets[rows].clamp(min=0), scored[rows]
             logits = (hc @ w.t()).float()  # (chunk, V_padded), in float32 even under autocast
             logits[:, V:] = float("-inf")  # the padding rows are not tokens: probability 0
@@ -202,8 +208,16 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             # -log softmax(target) = logsumexp(logits) - target's logit
             loss += ((total.log() + top).squeeze(1) - target_logit).mul(keep).sum()
             if need_grad:
-                probs.mul_(keep[:, None] / total)  # softmax on scored rows, 0 elsewhere
-                probs[torch.arange(len(target), device=h.device), target] -= keep.float()  # - one_hot
+                # d loss / d logits = softmax - one_hot(target) on scored rows, 0 elsewhere
+                if torch.compiler.is_compiling():
+                    # the one-hot as a comparison, which torch.compile fuses with the lines above into one
+                    # pass writing the matmuls' dtype; a scatter would make it keep probs whole in float32
+                    # (4% of a GPT-2 small step on an H200). Run eagerly, the scatter is the cheap one.
+                    one_hot = torch.arange(w.size(0), device=h.device) == target[:, None]  # (chunk, V_padded)
+                    probs = probs.div_(total).sub_(one_hot.to(probs.dtype)).mul_(keep[:, None])
+                else:
+                    probs.mul_(keep[:, None] / total)
+                    probs[torch.arange(len(target), device=h.device), target] -= keep.float()
                 probs = probs.to(dtype)  # once for both matmuls (autocast would cast it for each)
                 # gradients of the chunk's summed loss; the 1/n comes after, in float32, so that a float16
                 # matmul under autocast sees values near 1 instead of underflowing ones near 1/n
