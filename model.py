@@ -157,17 +157,17 @@ class Block(nn.Module):
         return x
 
 
-# Rows of logits ChunkedCrossEntropy holds at once (module globals: torch.compile traces them). On a CPU, a
-# chunk that stays in cache; on a GPU, all of GPT-2 small's 16 x 1024 tokens at once (3.3 GB of float32
-# logits at most), because each chunk adds a pass over the float32 gradient of the output matrix: 4% faster
-# on an H200 than chunks of 1024 rows (results/bench-gpu.md).
+# Rows of logits ChunkedCrossEntropy holds at once (module globals: torch.compile traces them): few enough to
+# stay in a CPU's cache and to bound a GPU's memory; compiled for a GPU, where torch.compile keeps no float32
+# copy of the logits, GPT-2 small's whole 16 x 1024-token batch (bf16 logits and their gradient, 1.6 GB each),
+# measured once on an H200 at 33.9 ms per step against 35.2 with 2 or 16 chunks (results/bench-gpu.md).
 CHUNK_ROWS = 1024
-GPU_CHUNK_ROWS = 16384
+COMPILED_GPU_CHUNK_ROWS = 16384
 
 
 class ChunkedCrossEntropy(torch.autograd.Function):
     """Mean cross-entropy of targets (N,) under logits h @ weight.T, for hidden states h (N, C) and the
-    output embedding weight (V, C), computed a chunk of rows at a time without ever holding all logits.
+    output embedding weight (V, C), computed a chunk of rows at a time instead of holding all logits.
 
     Why: the logits are the largest tensor in training, N x V floats (134 MB at the CPU config, 3.3 GB
     for GPT-2 small at 16 x 1024 tokens), and log-softmax with its backward reads and writes that much
@@ -195,7 +195,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             w = F.pad(w, (0, 0, 0, -V % 64))  # (V_padded, C)
         grad_h = torch.empty_like(h) if need_grad else None
         grad_w = torch.zeros(w.shape, dtype=weight.dtype, device=weight.device) if need_grad else None
-        chunk_rows = CHUNK_ROWS if device_type == "cpu" else GPU_CHUNK_ROWS
+        compiled_for_gpu = torch.compiler.is_compiling() and device_type != "cpu"
+        chunk_rows = COMPILED_GPU_CHUNK_ROWS if compiled_for_gpu else CHUNK_ROWS
         for start in range(0, h.size(0), chunk_rows):
             rows = slice(start, start + chunk_rows)
             hc, target, keep = h_cast[rows], targets[rows].clamp(min=0), scored[rows]
