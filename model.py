@@ -195,8 +195,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             w = F.pad(w, (0, 0, 0, -V % 64))  # (V_padded, C)
         grad_h = torch.empty_like(h) if need_grad else None
         grad_w = torch.zeros(w.shape, dtype=weight.dtype, device=weight.device) if need_grad else None
-        compiled_for_gpu = torch.compiler.is_compiling() and device_type != "cpu"
-        chunk_rows = COMPILED_GPU_CHUNK_ROWS if compiled_for_gpu else CHUNK_ROWS
+        compiling = torch.compiler.is_compiling()  # traced by torch.compile, not run op by op
+        chunk_rows = COMPILED_GPU_CHUNK_ROWS if compiling and device_type != "cpu" else CHUNK_ROWS
         for start in range(0, h.size(0), chunk_rows):
             rows = slice(start, start + chunk_rows)
             hc, target, keep = h_cast[rows], targets[rows].clamp(min=0), scored[rows]
@@ -210,7 +210,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             loss += ((total.log() + top).squeeze(1) - target_logit).mul(keep).sum()
             if need_grad:
                 # d loss / d logits = softmax - one_hot(target) on scored rows, 0 elsewhere
-                if torch.compiler.is_compiling():
+                if compiling:
                     # the one-hot as a comparison, which torch.compile fuses with the lines above into one
                     # pass writing the matmuls' dtype; a scatter would make it keep probs whole in float32
                     # (4% of a GPT-2 small step on an H200). Run eagerly, the scatter is the cheap one.
