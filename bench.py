@@ -38,7 +38,7 @@ os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(HERE, "..", "shared", "
 
 path = ""  # input text; '' = the benchmark's default file under ../shared/data
 vocab_size = 8192  # tokenizer benchmark
-repeats = 3  # tokenizer benchmark: best of this many runs, ours and theirs alternating
+repeats = 3  # rounds, taking turns with the reference: best of (tokenizer, sample) or median of (train) this many
 num_proc = os.cpu_count() or 1  # prepare benchmark: processes for both pipelines
 min_bytes = 200_000_000  # prepare benchmark: the corpus is repeated to at least this size
 sizes = ("cpu", "gpt2")  # sample benchmark: the model sizes to time
