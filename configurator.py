@@ -36,7 +36,9 @@ def settings(config):
             and isinstance(v, (bool, int, float, str, type(None), tuple, list))}
 
 
-def _convert(key, raw, default):
+def _convert(name, raw, default):
+    """`raw` parsed to the type of `default`; `name` says where it came from in errors ('--n_layer', or
+    'n_layer in config/foo.py')."""
     if isinstance(default, str):
         return raw  # the text itself: --start='"Hi!"' keeps its quotes, --out_dir=2024 is not a number
     try:
@@ -45,28 +47,32 @@ def _convert(key, raw, default):
         value = raw  # a bare word such as --device=cuda is a string
     if default is None:  # an "auto" setting (compile = None): True, False or None
         if value is raw:
-            raise ConfigError(f"--{key} expects a Python literal such as True, False or None, got {raw!r}")
+            raise ConfigError(f"{name} expects a Python literal such as True, False or None, got {raw!r}")
         return value
     if isinstance(default, bool) and not isinstance(value, bool):
-        raise ConfigError(f"--{key} expects True or False, got {raw!r}")
+        raise ConfigError(f"{name} expects True or False, got {raw!r}")
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)  # --learning_rate=1 means 1.0
     if isinstance(default, tuple) and isinstance(value, list):
         value = tuple(value)
     if type(value) is not type(default):
-        raise ConfigError(f"--{key} expects a {type(default).__name__} (default {default!r}), got {raw!r}")
+        kind = type(default).__name__
+        raise ConfigError(f"{name} expects {'an' if kind[0] in 'aeiou' else 'a'} {kind} (default {default!r}), "
+                          f"got {raw!r}")
     if isinstance(default, tuple) and default:
         kind = type(default[0])
         value = tuple(float(v) if kind is float and type(v) is int else v for v in value)
         if not all(type(v) is kind for v in value):
-            raise ConfigError(f"--{key} expects a tuple of {kind.__name__} (default {default!r}), got {raw!r}")
+            raise ConfigError(f"{name} expects a tuple of {kind.__name__} (default {default!r}), got {raw!r}")
     return value
 
 
-def _unknown(key, known):
+def _unknown(key, known, where=""):
+    """`where`: '' for a --key on the command line, else the config file the key was assigned in."""
+    flag = "" if where else "--"
     close = difflib.get_close_matches(key, known, n=1)
-    hint = f"; did you mean --{close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
-    return ConfigError(f"unknown config key {key!r}{hint}")
+    hint = f"; did you mean {flag}{close[0]}?" if close else f"; known keys: {', '.join(sorted(known))}"
+    return ConfigError(f"unknown config key {key!r}" + (f" in {where}" if where else "") + hint)
 
 
 def configure(config, argv=None):
@@ -88,9 +94,9 @@ def configure(config, argv=None):
                 if key.startswith("_") or callable(value) or type(value).__name__ == "module":
                     continue
                 if key not in known:
-                    raise _unknown(key, known)
+                    raise _unknown(key, known, arg)
                 config[key] = value if isinstance(value, str) and isinstance(known[key], str) else \
-                    _convert(key, repr(value), known[key])
+                    _convert(f"{key} in {arg}", repr(value), known[key])
                 changed.append(key)
             continue
         key, eq, raw = arg[2:].partition("=")
@@ -100,7 +106,7 @@ def configure(config, argv=None):
             if not (isinstance(known[key], bool) or known[key] is None):
                 raise ConfigError(f"--{key} needs a value, e.g. --{key}={known[key]!r}")
             raw = "True"
-        config[key] = _convert(key, raw, known[key])
+        config[key] = _convert(f"--{key}", raw, known[key])
         changed.append(key)
     return changed
 
@@ -169,6 +175,23 @@ def json_lines(path):
                     yield number, json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ConfigError(f"{path}, line {number}: not valid JSON ({e.msg})")
+
+
+def read_meta(folder, fix):
+    """A folder's meta.json (prepare.py writes it with the token files, train.py copies it next to its
+    checkpoints); a missing or broken one ends the run with one line that ends in `fix`."""
+    path = os.path.join(folder, "meta.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            meta = json.load(f)
+        missing = [key for key in ("vocab_size", "eot_id", "tokenizer", "splits") if key not in meta]
+    except FileNotFoundError:
+        raise ConfigError(f"no meta.json in {folder}; {fix}")
+    except (OSError, ValueError, TypeError) as e:
+        raise ConfigError(f"{path} is not a meta.json written by prepare.py ({type(e).__name__}: {e}); {fix}")
+    if missing:
+        raise ConfigError(f"{path} is not a meta.json written by prepare.py (no {missing[0]!r}); {fix}")
+    return meta
 
 
 CHECKPOINTS = {"best": "best.pt", "last": "ckpt.pt"}  # what --ckpt names

@@ -24,7 +24,8 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from configurator import ConfigError, atomic_write, autocast, configure, json_lines, pick_device, pick_dtype
+from configurator import (ConfigError, atomic_write, autocast, configure, json_lines, pick_device, pick_dtype,
+                          read_meta)
 from sample import encode_prompt, load, sampling_args, strategies
 
 # ------------------------------------------------------------------------------------------------
@@ -485,13 +486,7 @@ def find_data(data_dir, out_dir, meta):
     data_dir = data_dir or meta["checkpoint"].get("config", {}).get("data_dir")
     if not data_dir:
         raise ConfigError(f"{out_dir} does not say which data it was trained on; pass --data_dir")
-    meta_path = os.path.join(data_dir, "meta.json")
-    if not os.path.isfile(meta_path):
-        raise ConfigError(f"no meta.json in the data dir {data_dir}; pass --data_dir (a folder made by prepare.py)")
-    try:
-        data_meta = json.load(open(meta_path))
-    except ValueError:
-        raise ConfigError(f"{meta_path} is not valid JSON; prepare the data again")
+    data_meta = read_meta(data_dir, "pass --data_dir (a folder made by prepare.py)")
     same = all(data_meta.get(k) == meta.get(k) for k in ("tokenizer", "vocab_size", "eot_id"))
     if same and meta["tokenizer"] != "gpt2":  # two trained tokenizers of one size: compare the files
         files = [os.path.join(folder, meta["tokenizer"]) for folder in (data_dir, out_dir)]
@@ -521,7 +516,8 @@ def read_results(out_dir, meta):
     """eval.json's earlier results if they are for this very checkpoint, else nothing."""
     path = os.path.join(out_dir, "eval.json")
     try:
-        results = json.load(open(path))
+        with open(path) as f:
+            results = json.load(f)
     except (OSError, ValueError):
         return {}
     return results if results.get("checkpoint") == checkpoint_id(meta) else {}

@@ -28,12 +28,14 @@ class GPTConfig:
     fused_attention: bool = True  # F.scaled_dot_product_attention; False runs the explicit version
 
     def __post_init__(self):
-        if self.n_embd % self.n_head != 0:
-            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
-                             f"(each head gets n_embd // n_head channels)")
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head} "
+                             f"(each head gets n_embd // n_head channels)")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout is the probability of zeroing an activation, in [0, 1); got {self.dropout}")
 
 
 # The four sizes OpenAI released; all share the vocabulary and the 1024-token context.

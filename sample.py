@@ -13,7 +13,6 @@ Generation stops at the end-of-text token or after max_new_tokens, and ends with
 This file also holds load(), which eval.py shares: an out_dir (or a shipped pretrained/<name>/ folder)
 -> (model, tokenizer, meta), with one-line errors for every way such a folder can be wrong.
 """
-import json
 import os
 import shutil
 import sys
@@ -21,7 +20,8 @@ import time
 
 import torch
 
-from configurator import ConfigError, atomic_write, autocast, configure, find_checkpoint, pick_device, pick_dtype
+from configurator import (ConfigError, atomic_write, autocast, configure, find_checkpoint, pick_device, pick_dtype,
+                          read_meta)
 from model import GPT, GPTConfig, check_sampling_args, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -58,16 +58,9 @@ def load(out_dir, ckpt="best", device="cpu"):
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{path}: {e}")
 
-    meta_path = os.path.join(out_dir, "meta.json")
-    if not os.path.isfile(meta_path):
-        raise ConfigError(f"{out_dir} has a checkpoint but no meta.json; copy the one from the data dir the model "
-                          f"was trained on (train.py does this, with the tokenizer file)")
-    try:
-        meta = json.load(open(meta_path))
-        spec = meta["tokenizer"]
-    except (ValueError, KeyError, TypeError) as e:
-        raise ConfigError(f"{meta_path} is not a meta.json written by prepare.py ({type(e).__name__}: {e})")
-    tokenizer = load_tokenizer(out_dir, spec)
+    meta = read_meta(out_dir, "copy the one from the data dir the model was trained on (train.py does this, "
+                              "with the tokenizer file)")
+    tokenizer = load_tokenizer(out_dir, meta["tokenizer"])
 
     # Three records of the vocabulary must agree, or every token id would mean another string.
     sizes = {"the tokenizer": tokenizer.vocab_size, "meta.json": meta.get("vocab_size"), "the checkpoint": config.vocab_size}

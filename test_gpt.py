@@ -75,17 +75,26 @@ def test_configure_parses_literals_files_and_flags(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--n_layr=4"], "did you mean --n_layer"),
-    (["--n_layer=4.5"], "expects a int"),
+    (["--n_layer=4.5"], "expects an int"),
     (["--compile=yes"], "expects True or False"),
     (["--n_layer"], "needs a value"),
     (["missing_config.py"], "not found"),
-    (["--n_layer=None"], "expects a int"),  # None only where the default is None
+    (["--n_layer=None"], "expects an int"),  # None only where the default is None
     (["--seq_lens=('a', 1)"], "expects a tuple of int"),
     (["--CHUNK_ROWS=8"], "unknown config key 'CHUNK_ROWS'; known keys: compile, n_layer, seq_lens$"),  # constants are not settings
 ])
 def test_configure_rejects_bad_arguments(argv, message):
     with pytest.raises(ConfigError, match=message):
         configure({"n_layer": 12, "compile": False, "seq_lens": (128,), "CHUNK_ROWS": 1024}, argv)
+
+
+def test_configure_names_the_config_file_a_bad_value_comes_from(tmp_path):
+    config_file = tmp_path / "mine.py"
+    for text, message in (("n_layers = 4\n", r"unknown config key 'n_layers' in .*mine.py; did you mean n_layer\?"),
+                          ("n_layer = 4.5\n", r"n_layer in .*mine.py expects an int")):
+        config_file.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            configure({"n_layer": 12}, [str(config_file)])
 
 
 def test_configure_names_a_config_file_that_does_not_run(tmp_path):
@@ -573,6 +582,12 @@ def test_nan_loss_stops_with_a_message(token_data, tmp_path):
                      "--learning_rate=1e30", "--warmup_iters=1", "--grad_clip=0.0", "--ckpt_interval=1", check=False)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "loss is nan" in proc.stderr.lower() or "weights after this step are not finite" in proc.stderr
+    assert "dtype='float32'" not in proc.stderr  # no use suggesting what the run already had
+    kept = re.search(r"the last good checkpoint is (\S+), from step (\d+)", proc.stderr)
+    if kept:  # the message names the file to resume from, and the step it holds
+        assert torch.load(kept[1], weights_only=True)["iter_num"] == int(kept[2])
+    else:
+        assert "no checkpoint had been saved yet" in proc.stderr and not os.path.exists(os.path.join(out_dir, "ckpt.pt"))
     # what is left to resume from is good: a step can make the weights inf while its own loss was finite
     saved = [os.path.join(out_dir, f) for f in ("ckpt.pt", "best.pt") if os.path.exists(os.path.join(out_dir, f))]
     assert saved
@@ -609,12 +624,16 @@ def test_ddp_processes_draw_their_own_dropout_masks(token_data, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--data_dir=/nonexistent"], "run `python prepare.py"),
+    (["--data_dir=/nonexistent"], "no meta.json in /nonexistent; make the data with `python prepare.py"),
     (["--init_from=resume"], "no checkpoint"),
     (["--n_layr=2"], "did you mean --n_layer"),
-    (["--batch_size=eight"], "expects a int"),
+    (["--batch_size=eight"], "expects an int"),
     (["--max_epochs=two"], "expects a float"),
     (["--init_from=gpt3"], "neither 'scratch'"),
+    (["--n_head=5"], "must be divisible by n_head=5"),
+    (["--eval_interval=0"], "eval_interval must be at least 1"),
+    (["--dropout=1.5"], "dropout is the probability"),
+    (["--beta2=1.0"], "beta2 is a decay rate in [0, 1)"),
 ])
 def test_train_bad_input_is_one_line(token_data, tmp_path, args, message):
     proc = run_train(f"--data_dir={token_data}", f"--out_dir={tmp_path / 'out'}", "--device=cpu", *args, check=False)
@@ -630,9 +649,14 @@ def test_train_refuses_unwritable_out_dir_and_resume_of_another_shape(token_data
     out_dir = str(tmp_path / "out")
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=2")
     proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", check=False)  # forgot resume
-    assert "already holds a run (ckpt.pt)" in proc.stderr and "Traceback" not in proc.stderr
+    assert "already holds a run (ckpt.pt, best.pt, log.jsonl)" in proc.stderr and "Traceback" not in proc.stderr
+    stopped_early = tmp_path / "stopped_early"  # a run that never reached its first ckpt.pt
+    stopped_early.mkdir()
+    (stopped_early / "log.jsonl").write_text("")
+    proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={stopped_early}", check=False)
+    assert "already holds a run (log.jsonl)" in proc.stderr and "resume" not in proc.stderr
     proc = run_train(f"--out_dir={out_dir}", "--init_from=resume", "--n_layer=3", check=False)
-    assert "has n_layer=2 but --n_layer=3" in proc.stderr and "Traceback" not in proc.stderr
+    assert "has n_layer=2 but n_layer=3 was given" in proc.stderr and "Traceback" not in proc.stderr
     ckpt = os.path.join(out_dir, "ckpt.pt")
     open(ckpt, "r+b").truncate(1000)  # cut off, like a copy that did not finish
     proc = run_train(f"--out_dir={out_dir}", "--init_from=resume", check=False)

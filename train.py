@@ -25,7 +25,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import (ConfigError, atomic_write, autocast, configure, find_checkpoint, pick_device,
-                          pick_dtype, settings)
+                          pick_dtype, read_meta, settings)
 from model import GPT, GPTConfig, PRESETS, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -78,6 +78,24 @@ def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
 
 
+MAKE_DATA = "make the data with `python prepare.py --dataset=../shared/data/tinystories` (or another) and pass its --data_dir"
+
+
+def check_settings():
+    """Values no run can use, named in one line instead of surfacing as a traceback deep inside torch
+    (the model's shape and dropout are checked by GPTConfig)."""
+    for low, names in ((1, ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
+                            "log_interval", "ckpt_interval")),
+                       (0, ("max_iters", "max_epochs", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr",
+                            "weight_decay", "grad_clip"))):
+        for name in names:
+            if globals()[name] < low:
+                raise ConfigError(f"{name} must be at least {low}, got {globals()[name]}")
+    for name in ("beta1", "beta2"):
+        if not 0 <= globals()[name] < 1:
+            raise ConfigError(f"{name} is a decay rate in [0, 1), got {globals()[name]}")
+
+
 class Batches:
     """Random windows of block_size + 1 tokens from a uint16 token file: x is a window's first
     block_size tokens and y the same shifted by one, so every position predicts its next token.
@@ -86,8 +104,7 @@ class Batches:
 
     def __init__(self, path, block_size, device):
         if not os.path.exists(path):
-            raise ConfigError(f"{path} not found; make it with `python prepare.py --dataset=...` "
-                              f"(e.g. --dataset=../shared/data/tinystories) and pass its --data_dir")
+            raise ConfigError(f"{path} not found; {MAKE_DATA}")
         self.data = np.memmap(path, dtype=np.uint16, mode="r")
         if len(self.data) <= block_size:
             raise ConfigError(f"{path} holds {len(self.data)} tokens, fewer than block_size={block_size} + 1")
@@ -173,9 +190,13 @@ def train(overrides=()):
         # continue the run as it was configured, except for what is given now (say, a larger max_iters)
         keep = set(overrides) | {"init_from", "out_dir"}
         globals().update({k: v for k, v in checkpoint["config"].items() if k not in keep})
-    elif os.path.exists(os.path.join(out_dir, "ckpt.pt")):
-        raise ConfigError(f"{out_dir} already holds a run (ckpt.pt); continue it with --init_from=resume, or "
-                          f"start afresh in another --out_dir (or delete this one)")
+    else:  # a new run in an old run's folder would overwrite its best.pt and mix into its log
+        found = [name for name in ("ckpt.pt", "best.pt", "log.jsonl") if os.path.exists(os.path.join(out_dir, name))]
+        if found:
+            resume = "continue it with --init_from=resume, or " if "ckpt.pt" in found else ""
+            raise ConfigError(f"{out_dir} already holds a run ({', '.join(found)}); {resume}start afresh in another "
+                              f"--out_dir (or delete this one)")
+    check_settings()
     config = {k: v for k, v in globals().items() if k in SETTINGS}
     # ---- processes and devices ------------------------------------------------------------------
     ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
@@ -199,16 +220,13 @@ def train(overrides=()):
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: ~same accuracy, several times faster
         torch.backends.cudnn.allow_tf32 = True
-    random.seed(seed), np.random.seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
     # each process its own dropout masks; the weights still start equal, as DDP copies rank 0's to all
     torch.manual_seed(seed + rank)
 
     # ---- data ---------------------------------------------------------------------------------------
-    meta_path = os.path.join(data_dir, "meta.json")
-    if not os.path.exists(meta_path):
-        raise ConfigError(f"no meta.json in {data_dir}; run `python prepare.py --dataset=...` first "
-                          f"(e.g. --dataset=../shared/data/tinystories) and pass --data_dir")
-    meta = json.load(open(meta_path))
+    meta = read_meta(data_dir, MAKE_DATA)
     train_data = Batches(os.path.join(data_dir, "train.bin"), block_size, dev)
     val_data = Batches(os.path.join(data_dir, "val.bin"), block_size, dev)
     tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
@@ -217,13 +235,18 @@ def train(overrides=()):
     # ---- model ----------------------------------------------------------------------------------------
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                       vocab_size=meta["vocab_size"], dropout=dropout, fused_attention=fused_attention)
+    try:  # a shape no model can have, or a dropout that is no probability, whichever way the model comes
+        model_config = GPTConfig(**model_args)
+    except ValueError as e:
+        raise ConfigError(str(e))
     iter_num, tokens_seen, best_val_loss, elapsed_before = 0, 0, float("inf"), 0.0
+    saved_at = None  # the step of the last ckpt.pt, which a diverged run points to
     if checkpoint is not None:
         # the architecture comes from the checkpoint; an explicit, different one is a mistake worth naming
         for key in ("n_layer", "n_head", "n_embd", "block_size", "bias"):
             if key in overrides and config[key] != checkpoint["model_args"][key]:
                 raise ConfigError(f"the checkpoint in {out_dir} has {key}={checkpoint['model_args'][key]} but "
-                                  f"--{key}={config[key]} was given; drop it to resume, or use a new --out_dir")
+                                  f"{key}={config[key]} was given; drop it to resume, or use a new --out_dir")
         if checkpoint["model_args"]["vocab_size"] != meta["vocab_size"]:
             raise ConfigError(f"the checkpoint in {out_dir} has a {checkpoint['model_args']['vocab_size']}-token "
                               f"vocabulary but {data_dir} has {meta['vocab_size']}: resume on the data it was trained on")
@@ -234,6 +257,7 @@ def train(overrides=()):
         except ValueError as e:
             raise ConfigError(str(e))
         iter_num, tokens_seen = checkpoint["iter_num"], checkpoint["tokens"]
+        saved_at = iter_num
         best_val_loss, elapsed_before = checkpoint["best_val_loss"], checkpoint["elapsed"]
     elif init_from in PRESETS:
         if meta["vocab_size"] != 50257:
@@ -253,7 +277,7 @@ def train(overrides=()):
             raise ConfigError(f"{path} has a {model.config.vocab_size}-token vocabulary but {data_dir} has "
                               f"{meta['vocab_size']}; prepare the data with that model's tokenizer")
     else:
-        model = GPT(GPTConfig(**model_args))
+        model = GPT(model_config)
     model_args = dict(model.config.__dict__)  # what checkpoints record, whichever way the model came
     if model.config.block_size < block_size:
         raise ConfigError(f"block_size={block_size} exceeds the model's {model.config.block_size} positions")
@@ -363,8 +387,10 @@ def train(overrides=()):
         return bool(ok)
 
     def diverged(what):
-        raise SystemExit(f"error: {what} at step {iter_num}; stopping. The last good checkpoint is in {out_dir}; "
-                         f"try a lower learning_rate or grad_clip, or dtype='float32'")
+        kept = (f"the last good checkpoint is {os.path.join(out_dir, 'ckpt.pt')}, from step {saved_at}"
+                if saved_at is not None else "no checkpoint had been saved yet")
+        remedy = "a lower learning_rate or grad_clip" + (", or dtype='float32'" if ptdtype != "float32" else "")
+        raise SystemExit(f"error: {what} at step {iter_num}; stopping ({kept}); try {remedy}")
 
     def log(**losses):
         """One log.jsonl line: where the run is, the given losses, and its speed."""
@@ -387,8 +413,10 @@ def train(overrides=()):
               f"{world_size} process(es) | {tokens_per_iter:,} tokens per step | steps {iter_num} -> {last_iter}")
     t_start = time.time()
     lr, tok_per_sec, mfu = get_lr(iter_num, learning_rate, min_lr, warmup_iters, decay_iters), None, None
+    eval_seconds = 0.0  # what the last evaluation took, for the ETA
     if iter_num == 0:
         evaluate_and_save()
+        eval_seconds = time.time() - t_start
     t_window, iters_window, done_at_start = time.time(), 0, iter_num
     stopping = False  # set in the same step on every process, so that all of them leave the loop together
     while iter_num < last_iter and not stopping:
@@ -422,14 +450,16 @@ def train(overrides=()):
             mfu = raw_model.estimate_mfu(tok_per_sec / world_size, block_size, flops_peak) if flops_peak else None
             t_window, iters_window = time.time(), 0
             if master:
-                eta = (last_iter - iter_num) * tokens_per_iter / tok_per_sec
+                evals_left = (last_iter - iter_num) // eval_interval + 1  # about: the last step's is one of them
+                eta = (last_iter - iter_num) * tokens_per_iter / tok_per_sec + evals_left * eval_seconds
                 log(train_loss=train_loss)
                 print(f"iter {iter_num}/{last_iter} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_per_sec:,.0f} tok/s"
                       + (f" | mfu {100 * mfu:.1f}%" if mfu else "") + f" | eta {eta / 60:.1f} min", flush=True)
         if iter_num % eval_interval == 0 or iter_num == last_iter:
             t_eval = time.time()
             evaluate_and_save()
-            t_window += time.time() - t_eval  # tokens/s measures training, not evaluation
+            eval_seconds = time.time() - t_eval
+            t_window += eval_seconds  # tokens/s measures training, not evaluation
         if iter_num % ckpt_interval == 0 or iter_num == last_iter or stopping:
             # a step can ruin the weights although its own loss, computed before it, was finite: never save
             # such weights over the last good ones
@@ -437,6 +467,7 @@ def train(overrides=()):
                 diverged("the weights after this step are not finite or give a non-finite loss")
             if master:
                 save(os.path.join(out_dir, "ckpt.pt"), checkpoint_state())
+            saved_at = iter_num
     if master:
         print(f"done: {iter_num - done_at_start} steps in {time.time() - t_start:.1f}s; best val loss "
               f"{best_val_loss:.4f}; checkpoints in {out_dir}")
