@@ -440,9 +440,13 @@ class Tokenizer:
             "merges": [f"{_spell(a)} {_spell(b)}" for a, b in self.merges],
             "vocab": {_spell(t): i for i, t in sorted(self.vocab.items()) if t not in special_bytes},
         }
-        with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-            json.dump(state, f, ensure_ascii=False, indent=1)
-        os.replace(f"{path}.tmp", path)  # atomic: an interrupted save never leaves half a tokenizer
+        try:
+            with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+                json.dump(state, f, ensure_ascii=False, indent=1)
+            os.replace(f"{path}.tmp", path)  # atomic: an interrupted save never leaves half a tokenizer
+        finally:
+            if os.path.exists(f"{path}.tmp"):  # a failed save leaves no stray file either
+                os.remove(f"{path}.tmp")
 
     @classmethod
     def load(cls, path):
@@ -506,18 +510,12 @@ def load_tokenizer(spec):
 
 if __name__ == "__main__":
     # python bpe.py --input=../shared/data/tinystories/train.txt --vocab_size=8192 --out=tokenizer.json
-    import tempfile
     import time
 
-    from configurator import configure
+    from configurator import check_writable, configure
     config = dict(input="../shared/data/tinystories/train.txt", vocab_size=8192, out="tokenizer.json")
     configure(config)
-    folder = os.path.dirname(config["out"]) or "."
-    try:  # like prepare.py's and train.py's out_dir, the folder is created; checked now, not after the training
-        os.makedirs(folder, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as e:
-        raise SystemExit(f"error: cannot write to {folder}: {e.strerror}; pass another --out")
+    check_writable(config["out"])
     started = time.perf_counter()
     try:
         tokenizer = train_bpe(config["input"], config["vocab_size"], progress=True)

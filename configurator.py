@@ -165,16 +165,33 @@ def atomic_write(path):
             os.remove(tmp)
 
 
+def check_writable(path):
+    """Create the folder of the file `path` and make sure the file can be written there, before the work
+    whose result it will hold: a bad path then costs a second, not the work, and gets one line."""
+    if not os.path.basename(path) or os.path.isdir(path):
+        raise ConfigError(f"{path!r} is not a file name; pass the path of a file to write")
+    try:
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        with open(f"{path}.tmp", "w"):  # the name atomic_write writes to
+            pass
+        os.remove(f"{path}.tmp")
+    except OSError as e:
+        raise ConfigError(f"cannot write {path} ({e.strerror}); pass a path in a writable folder")
+
+
 def json_lines(path):
     """(line number, object) for each non-empty line of a JSON-lines file; a line that is not JSON ends
     the run with one line that names it."""
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    yield number, json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ConfigError(f"{path}, line {number}: not valid JSON ({e.msg})")
+    try:
+        with open(path, encoding="utf-8") as f:
+            for number, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        yield number, json.loads(line)
+                    except json.JSONDecodeError as e:
+                        raise ConfigError(f"{path}, line {number}: not valid JSON ({e.msg})")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text ({e.reason}); save it as UTF-8")
 
 
 def read_meta(folder, fix):

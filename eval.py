@@ -24,8 +24,8 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from configurator import (ConfigError, atomic_write, autocast, configure, json_lines, pick_device, pick_dtype,
-                          read_meta)
+from configurator import (ConfigError, atomic_write, autocast, check_writable, configure, json_lines, pick_device,
+                          pick_dtype, read_meta)
 from sample import encode_prompt, load, sampling_args, strategies
 
 # ------------------------------------------------------------------------------------------------
@@ -477,6 +477,9 @@ def read_split(data_dir, split):
         raise ConfigError(f"{path} not found; make the data with `python prepare.py` or pass --data_dir")
     if os.path.getsize(path) == 0:
         raise ConfigError(f"the {split} split {path} is empty; prepare the data with enough documents for it")
+    if os.path.getsize(path) % 2:
+        raise ConfigError(f"{path} has an odd number of bytes, so it is not a file of uint16 token ids (cut off "
+                          f"while copying?); prepare the data again")
     return np.memmap(path, dtype=np.uint16, mode="r")
 
 
@@ -490,7 +493,10 @@ def find_data(data_dir, out_dir, meta):
     same = all(data_meta.get(k) == meta.get(k) for k in ("tokenizer", "vocab_size", "eot_id"))
     if same and meta["tokenizer"] != "gpt2":  # two trained tokenizers of one size: compare the files
         files = [os.path.join(folder, meta["tokenizer"]) for folder in (data_dir, out_dir)]
-        same = os.path.isfile(files[0]) and open(files[0], "rb").read() == open(files[1], "rb").read()
+        if not os.path.isfile(files[0]):
+            raise ConfigError(f"{files[0]} not found, though {data_dir}/meta.json names it as the data's tokenizer; "
+                              f"copy it back or prepare the data again")
+        same = open(files[0], "rb").read() == open(files[1], "rb").read()
     if not same:
         raise ConfigError(f"the data in {data_dir} was tokenized with another tokenizer than the model in {out_dir}; "
                           f"pass the --data_dir it was trained on, or prepare the data with its tokenizer")
@@ -526,6 +532,7 @@ def read_results(out_dir, meta):
 def evaluate_dir(out_dir, dev, reuse=False):
     """Run the configured evaluations of one out_dir and write eval.json (and loss.png, and with
     --report report.md). reuse: keep results eval.json already has for this checkpoint."""
+    check_writable(os.path.join(out_dir, "eval.json"))  # now, not after the evaluation
     model, tokenizer, meta = load(out_dir, ckpt, dev)
     results = {**read_results(out_dir, meta), "checkpoint": checkpoint_id(meta)}
     wanted = [s.strip() for s in splits.split(",") if s.strip()]
@@ -541,6 +548,11 @@ def evaluate_dir(out_dir, dev, reuse=False):
         for split in todo:
             tokens = read_split(data, split)
             n_bytes = data_meta["splits"][split]["bytes"]
+            if n_bytes == 0:
+                raise ConfigError(f"the {split} split of {data} holds no text (0 bytes): nothing to score per byte")
+            if int(tokens.max()) >= model.config.vocab_size:
+                raise ConfigError(f"{data}/{split}.bin holds token id {int(tokens.max())}, outside the model's "
+                                  f"{model.config.vocab_size}-token vocabulary; prepare the data again")
             if split == "train" and 0 < train_tokens < len(tokens):
                 tokens = np.asarray(document_sample(tokens, tokenizer.eot_id, train_tokens, seed))
                 n_bytes = text_bytes(tokenizer, tokens, tokenizer.eot_id)
@@ -576,17 +588,24 @@ def evaluate_dir(out_dir, dev, reuse=False):
 
 
 def main():
-    if batch_size < 1:
-        raise ConfigError(f"--batch_size must be at least 1, got {batch_size}")
+    for name, low in (("batch_size", 1), ("prompt_tokens", 1), ("new_tokens", 1), ("num_prompts", 0),
+                      ("train_tokens", 0), ("hellaswag_items", 0), ("seed", 0)):
+        if globals()[name] < low:
+            raise ConfigError(f"--{name} must be at least {low}, got {globals()[name]}")
+    folders = [d.strip() for d in out_dirs.split(",") if d.strip()]
+    if out_dirs and not folders:
+        raise ConfigError(f"--out_dirs={out_dirs!r} names no folder; pass comma-separated out_dirs")
+    if folders:
+        check_writable(compare_file)
     dev = pick_device(device)
     device_type = dev.split(":")[0]
     torch.manual_seed(seed)
     with autocast(device_type, pick_dtype(dtype, device_type)):
-        if not out_dirs:
+        if not folders:
             evaluate_dir(out_dir, dev)
             return
         rows = []
-        for d in [d.strip() for d in out_dirs.split(",") if d.strip()]:
+        for d in folders:
             model, meta, results, log = evaluate_dir(d, dev, reuse=True)
             rows.append(comparison_row(d, training_summary(model, meta, log), results))
     table = markdown_table(COMPARISON, rows)

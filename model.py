@@ -490,17 +490,21 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     top_k: keep only the k most likely tokens.
     top_p (nucleus): keep the smallest set of most likely tokens whose probability sums to >= top_p,
     so the candidate set shrinks when the model is sure and grows when it is not."""
-    if temperature == 0:
+    if temperature < torch.finfo(torch.float32).tiny:  # 0, or so small that float32 rounds it to 0: greedy, the limit
         return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
+    logits = logits.float()
+    # shifted so the largest is 0: a tiny temperature then sends the others to -inf instead of all to inf (NaN)
+    logits = (logits - logits.max(dim=-1, keepdim=True).values) / temperature
     if top_k is not None and top_k < logits.size(-1):
         kth_best = torch.topk(logits, top_k, dim=-1).values[:, [-1]]
         logits = logits.masked_fill(logits < kth_best, float("-inf"))
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = F.softmax(sorted_logits, dim=-1)
-        # drop a token when the tokens ranked above it already reach top_p (the first always stays)
+        # drop a token when the tokens ranked above it already reach top_p; the first always stays (cumsum's
+        # rounding can leave it a tiny positive "mass above" that a tiny top_p would otherwise drop)
         drop = probs.cumsum(dim=-1) - probs >= top_p
+        drop[:, 0] = False
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
     probs = F.softmax(logits, dim=-1)

@@ -35,6 +35,7 @@ import itertools
 import json
 import multiprocessing
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -138,10 +139,17 @@ def read_jsonl(path):
 
 
 def read_parquet(path):
+    import pyarrow
     import pyarrow.parquet as pq  # comes with `datasets`
-    table = pq.ParquetFile(path)
+    try:
+        table = pq.ParquetFile(path)
+    except pyarrow.ArrowException as e:
+        fail(f"{path} is not a readable Parquet file ({e})")
     if "text" not in table.schema_arrow.names:
         fail(f"{path}: no \"text\" column (it has {', '.join(table.schema_arrow.names)})")
+    text_type = table.schema_arrow.field("text").type
+    if not (pyarrow.types.is_string(text_type) or pyarrow.types.is_large_string(text_type)):
+        fail(f"{path}: the \"text\" column holds {text_type}, not strings")
     for batch in table.iter_batches(columns=["text"], batch_size=1024):
         for text in batch.column(0).to_pylist():
             yield text or "", True
@@ -281,6 +289,9 @@ def make_tokenizer(kind, plan, vocab_size, bpe_train_bytes, num_proc):
             print(f"training a {vocab_size:,}-token BPE tokenizer on at most {bpe_train_bytes:,} bytes of train")
             tok = bpe.train_bpe(train_texts(plan, bpe_train_bytes), vocab_size, special_tokens=[EOT],
                                 num_workers=num_proc, progress=True)
+            if tok.vocab_size < vocab_size:  # every pair of adjacent tokens in the corpus is merged already
+                print(f"note: the corpus allows only {tok.vocab_size:,} tokens, fewer than --vocab_size={vocab_size:,}",
+                      file=sys.stderr)
         elif os.path.isfile(kind):
             tok = bpe.load_tokenizer(kind)
             if tok.eot_id is None:  # it ends every document in the .bin files
@@ -365,6 +376,8 @@ def encode_splits(plan, spec, paths, num_proc):
         for split in SPLITS:
             if stats[split]["docs"] == 0:
                 fail(f"the {split} split is empty")  # before prepare renames anything: out_dir stays as it was
+            if stats[split]["bytes"] == 0:
+                fail(f"the {split} split's {stats[split]['docs']} documents hold no text")
     return stats
 
 

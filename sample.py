@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from configurator import (ConfigError, atomic_write, autocast, configure, find_checkpoint, pick_device, pick_dtype,
-                          read_meta)
+from configurator import (ConfigError, atomic_write, autocast, check_writable, configure, find_checkpoint,
+                          pick_device, pick_dtype, read_meta)
 from model import GPT, GPTConfig, check_sampling_args, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -89,10 +89,7 @@ def export_model(out_dir, ckpt, dest):
     model, _, meta = load(out_dir, ckpt)  # the checks sample.py makes: a folder that does not load is not exported
     path = meta["checkpoint_path"]
     weights = {k: v.half() for k, v in model.state_dict().items() if k != "lm_head.weight"}
-    try:
-        os.makedirs(dest, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create {dest!r} ({e.strerror}); pass a writable --export folder")
+    check_writable(os.path.join(dest, "model.pt"))
     with atomic_write(os.path.join(dest, "model.pt")) as tmp:
         torch.save({"model": weights, **meta["checkpoint"]}, tmp)
     for name in ("meta.json", meta["tokenizer"], "log.jsonl", "loss.png", "eval.json"):
@@ -155,6 +152,8 @@ def read_prompt(start):
                 return f.read()
         except OSError as e:
             raise ConfigError(f"cannot read the prompt file {path!r} ({e.strerror})")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"the prompt file {path!r} is not UTF-8 text ({e.reason}); save it as UTF-8")
     return start
 
 

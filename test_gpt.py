@@ -1171,7 +1171,10 @@ def test_bpe_cli_creates_the_output_folder(tmp_path):
     (tmp_path / "file").write_text("in the way")
     result = cli("file/tok.json")  # a folder that cannot be made: one line, before the training
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert result.stderr.strip().startswith("error: cannot write to file") and len(result.stderr.splitlines()) == 1
+    assert result.stderr.strip().startswith("error: cannot write file/tok.json") and len(result.stderr.splitlines()) == 1
+    result = cli("new_dir")  # a folder, not a file name
+    assert "is not a file name" in result.stderr and "Traceback" not in result.stderr
+    assert not os.path.exists(tmp_path / "new_dir.tmp")  # and no stray temporary file
 
 
 def test_prepare_reuses_a_saved_tokenizer(tmp_path):
@@ -1204,6 +1207,9 @@ def test_prepare_bad_input_is_one_line(tmp_path, monkeypatch):
     _write_txt(empty / "val.txt", _docs(5, 1))
     (empty / "test.txt").write_text("")
     assert "test split is empty" in _error(tmp_path, empty)
+    (empty / "test.txt").unlink()
+    (empty / "test.jsonl").write_text('{"text": ""}\n{"text": ""}\n')  # documents, but no text to score per byte
+    assert "test split's 2 documents hold no text" in _error(tmp_path, empty)
     assert not os.path.exists(tmp_path / "out" / "test.bin")
     one = tmp_path / "one.txt"
     _write_txt(one, _docs(2, 0))
@@ -1470,6 +1476,16 @@ def test_sampling_draws_from_the_filtered_distribution(temperature, top_k, top_p
     assert (frequencies - expected).abs().max() < 0.015  # ~4 standard deviations of 20,000 draws
 
 
+def test_sampling_at_the_edges_of_its_ranges_is_the_greedy_limit():
+    """A temperature or top_p so small that float32 arithmetic underflows must not turn into NaN
+    probabilities: as they shrink to 0, sampling becomes greedy, and it must be greedy there too."""
+    from model import sample_next_token
+    logits = torch.randn(64, 500, generator=torch.Generator().manual_seed(0)) * 5
+    greedy = logits.argmax(dim=-1, keepdim=True)
+    for temperature, top_k, top_p in ((1e-50, None, None), (1e-37, None, None), (0.8, 50, 1e-50), (1.0, None, 1e-30)):
+        assert torch.equal(sample_next_token(logits, temperature, top_k, top_p), greedy), (temperature, top_k, top_p)
+
+
 def test_text_stream_prints_split_characters_whole(trained):
     tok = trained["tok"]
     text = "Zoë smiled 🙂 at the café"
@@ -1716,6 +1732,36 @@ def test_eval_rejects_bad_data(trained, tmp_path, monkeypatch):
         evaluation.sampling_analysis(trained["model"], trained["tok"], trained["test"], prompt_tokens=16, new_tokens=16)
     with pytest.raises(ConfigError, match="batch_size must be at least 1"):
         run_main(evaluation, monkeypatch, out_dir=str(trained["out_dir"]), **{**EVAL_FAST, "batch_size": 0})
+    with pytest.raises(ConfigError, match="new_tokens must be at least 1"):
+        run_main(evaluation, monkeypatch, out_dir=str(trained["out_dir"]), **{**EVAL_FAST, "new_tokens": 0})
+    with pytest.raises(ConfigError, match="names no folder"):
+        run_main(evaluation, monkeypatch, out_dirs=",", **EVAL_FAST)
+    # token files that are not what meta.json says: cut off mid-token, or holding ids beyond the vocabulary
+    shutil.copy(trained["data_dir"] / "meta.json", data / "meta.json")
+    test_bin = trained["data_dir"] / "test.bin"
+    (data / "test.bin").write_bytes(test_bin.read_bytes()[:-1])
+    with pytest.raises(ConfigError, match="odd number of bytes"):
+        run_main(evaluation, monkeypatch, out_dir=str(tmp_path / "out"), data_dir=str(data), **EVAL_FAST)
+    np.full(8, 60000, dtype=np.uint16).tofile(data / "test.bin")
+    with pytest.raises(ConfigError, match="token id 60000, outside the model's"):
+        run_main(evaluation, monkeypatch, out_dir=str(tmp_path / "out"), data_dir=str(data), **EVAL_FAST)
+
+
+def test_unwritable_outputs_are_refused_before_the_work(trained, tmp_path, monkeypatch):
+    """A path that cannot take the result fails in one line before the work: no evaluation is lost."""
+    (tmp_path / "file").write_text("in the way")
+    for bad, message in ((tmp_path / "file" / "out.md", "cannot write"), (tmp_path, "is not a file name"),
+                         ("", "is not a file name")):
+        with pytest.raises(ConfigError, match=message):
+            configurator.check_writable(str(bad))
+    configurator.check_writable(str(tmp_path / "new" / "ok.md"))  # creates the folder, leaves no file behind
+    assert os.listdir(tmp_path / "new") == []
+    scored = []
+    monkeypatch.setattr(evaluation, "evaluate_dir", lambda *args, **kwargs: scored.append(args))
+    with pytest.raises(ConfigError, match="cannot write"):
+        run_main(evaluation, monkeypatch, out_dirs=str(trained["out_dir"]),
+                 compare_file=str(tmp_path / "file" / "c.md"), **EVAL_FAST)
+    assert scored == []
 
 
 # ================================================================================================
