@@ -440,7 +440,7 @@ class Tokenizer:
             "merges": [f"{_spell(a)} {_spell(b)}" for a, b in self.merges],
             "vocab": {_spell(t): i for i, t in sorted(self.vocab.items()) if t not in special_bytes},
         }
-        try:
+        try:  # configurator.atomic_write's way, spelled out: bpe.py stays importable without torch
             with open(f"{path}.tmp", "w", encoding="utf-8") as f:
                 json.dump(state, f, ensure_ascii=False, indent=1)
             os.replace(f"{path}.tmp", path)  # atomic: an interrupted save never leaves half a tokenizer

@@ -111,6 +111,19 @@ def configure(config, argv=None):
     return changed
 
 
+def check_ranges(config, ranges):
+    """One line for a setting outside its range, given as {name: (least, most)} (most None: no limit),
+    instead of a traceback from deep inside torch or numpy once the value is used."""
+    for name, (least, most) in ranges.items():
+        value = config[name]
+        if value < least or (most is not None and value > most):
+            allowed = f"at least {least}" if most is None else f"from {least} to {most}"
+            raise ConfigError(f"--{name} must be {allowed}, got {value!r}")
+
+
+SEEDS = (0, 2**32 - 1)  # what numpy's seed accepts, and so the range of every script's --seed
+
+
 def pick_device(device="auto", cuda_available=None, mps_available=None):
     """'auto' picks cuda, then Apple's mps, then cpu. The availability flags exist so the choice can be
     tested on a machine that has none of that hardware."""

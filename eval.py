@@ -24,8 +24,8 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from configurator import (ConfigError, atomic_write, autocast, check_writable, configure, json_lines, pick_device,
-                          pick_dtype, read_meta)
+from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, check_writable, configure,
+                          json_lines, pick_device, pick_dtype, read_meta)
 from sample import encode_prompt, load, sampling_args, strategies
 
 # ------------------------------------------------------------------------------------------------
@@ -345,7 +345,7 @@ def training_summary(model, meta, log):
     shipped model.pt may hold only weights and model_args)."""
     info, last = meta.get("checkpoint", {}), (log[-1] if log else {})
     tokens = info.get("tokens", last.get("tokens"))
-    train_tokens = meta.get("splits", {}).get("train", {}).get("tokens")
+    train_tokens = meta["splits"]["train"]["tokens"]
     speeds = [r["tok_per_sec"] for r in log if r.get("tok_per_sec")]
     val_losses = [r["val_loss"] for r in log if r.get("val_loss") is not None]
     return dict(parameters=model.num_params(), tokens=tokens,
@@ -532,8 +532,8 @@ def read_results(out_dir, meta):
 def evaluate_dir(out_dir, dev, reuse=False):
     """Run the configured evaluations of one out_dir and write eval.json (and loss.png, and with
     --report report.md). reuse: keep results eval.json already has for this checkpoint."""
-    check_writable(os.path.join(out_dir, "eval.json"))  # now, not after the evaluation
     model, tokenizer, meta = load(out_dir, ckpt, dev)
+    check_writable(os.path.join(out_dir, "eval.json"))  # now, not after the evaluation
     results = {**read_results(out_dir, meta), "checkpoint": checkpoint_id(meta)}
     wanted = [s.strip() for s in splits.split(",") if s.strip()]
     for s in wanted:
@@ -588,10 +588,9 @@ def evaluate_dir(out_dir, dev, reuse=False):
 
 
 def main():
-    for name, low in (("batch_size", 1), ("prompt_tokens", 1), ("new_tokens", 1), ("num_prompts", 0),
-                      ("train_tokens", 0), ("hellaswag_items", 0), ("seed", 0)):
-        if globals()[name] < low:
-            raise ConfigError(f"--{name} must be at least {low}, got {globals()[name]}")
+    check_ranges(globals(), {**dict.fromkeys(("batch_size", "prompt_tokens", "new_tokens"), (1, None)),
+                             **dict.fromkeys(("num_prompts", "train_tokens", "hellaswag_items"), (0, None)),
+                             "seed": SEEDS})
     folders = [d.strip() for d in out_dirs.split(",") if d.strip()]
     if out_dirs and not folders:
         raise ConfigError(f"--out_dirs={out_dirs!r} names no folder; pass comma-separated out_dirs")

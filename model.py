@@ -501,8 +501,8 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
     if top_p is not None and top_p < 1.0:
         sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
         probs = F.softmax(sorted_logits, dim=-1)
-        # drop a token when the tokens ranked above it already reach top_p; the first always stays (cumsum's
-        # rounding can leave it a tiny positive "mass above" that a tiny top_p would otherwise drop)
+        # drop a token when the tokens ranked above it already reach top_p; the first always stays, also when
+        # top_p is so small that float32 rounds it to 0 (and 0 >= 0 would drop it)
         drop = probs.cumsum(dim=-1) - probs >= top_p
         drop[:, 0] = False
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))

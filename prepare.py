@@ -140,18 +140,17 @@ def read_jsonl(path):
 
 def read_parquet(path):
     import pyarrow
-    import pyarrow.parquet as pq  # comes with `datasets`
+    import pyarrow.parquet as pq  # both come with `datasets`
     try:
         table = pq.ParquetFile(path)
     except pyarrow.ArrowException as e:
         fail(f"{path} is not a readable Parquet file ({e})")
     if "text" not in table.schema_arrow.names:
         fail(f"{path}: no \"text\" column (it has {', '.join(table.schema_arrow.names)})")
-    text_type = table.schema_arrow.field("text").type
-    if not (pyarrow.types.is_string(text_type) or pyarrow.types.is_large_string(text_type)):
-        fail(f"{path}: the \"text\" column holds {text_type}, not strings")
     for batch in table.iter_batches(columns=["text"], batch_size=1024):
         for text in batch.column(0).to_pylist():
+            if not isinstance(text, (str, type(None))):
+                fail(f"{path}: the \"text\" column holds {type(text).__name__} values, not strings")
             yield text or "", True
 
 

@@ -583,11 +583,12 @@ def test_nan_loss_stops_with_a_message(token_data, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "loss is nan" in proc.stderr.lower() or "weights after this step are not finite" in proc.stderr
     assert "dtype='float32'" not in proc.stderr  # no use suggesting what the run already had
-    kept = re.search(r"the last good checkpoint is (\S+), from step (\d+)", proc.stderr)
+    kept = re.search(r"(\S+) holds step (\d+), the last good one: continue it with --init_from=resume", proc.stderr)
     if kept:  # the message names the file to resume from, and the step it holds
         assert torch.load(kept[1], weights_only=True)["iter_num"] == int(kept[2])
     else:
-        assert "no checkpoint had been saved yet" in proc.stderr and not os.path.exists(os.path.join(out_dir, "ckpt.pt"))
+        assert "no ckpt.pt was saved yet: start afresh in another --out_dir" in proc.stderr
+        assert not os.path.exists(os.path.join(out_dir, "ckpt.pt"))
     # what is left to resume from is good: a step can make the weights inf while its own loss was finite
     saved = [os.path.join(out_dir, f) for f in ("ckpt.pt", "best.pt") if os.path.exists(os.path.join(out_dir, f))]
     assert saved
@@ -595,6 +596,13 @@ def test_nan_loss_stops_with_a_message(token_data, tmp_path):
     for path in saved:
         model = GPT.from_checkpoint(path)
         assert model(x[None, :-1], x[None, 1:])[1].isfinite(), path
+    # with a good checkpoint behind it, the message names it, and resuming from it is the way on
+    good = str(tmp_path / "good")
+    run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={good}", "--max_iters=2")
+    proc = run_train(f"--out_dir={good}", "--init_from=resume", "--max_iters=50", "--learning_rate=1e30",
+                     "--grad_clip=0.0", "--ckpt_interval=1", check=False)
+    assert f"{os.path.join(good, 'ckpt.pt')} holds step 2, the last good one" in proc.stderr, proc.stderr
+    assert torch.load(os.path.join(good, "ckpt.pt"), weights_only=True)["iter_num"] == 2
 
 
 def test_ddp_under_gloo_matches_one_process(token_data, tmp_path):
@@ -634,6 +642,7 @@ def test_ddp_processes_draw_their_own_dropout_masks(token_data, tmp_path):
     (["--eval_interval=0"], "eval_interval must be at least 1"),
     (["--dropout=1.5"], "dropout is the probability"),
     (["--beta2=1.0"], "beta2 is a decay rate in [0, 1)"),
+    (["--seed=-1"], "--seed must be from 0 to 4294967295"),
 ])
 def test_train_bad_input_is_one_line(token_data, tmp_path, monkeypatch, args, message):
     """In this process, to spare an interpreter start per case: a ConfigError is what the command line
@@ -1180,7 +1189,9 @@ def test_bpe_cli_creates_the_output_folder(tmp_path):
     assert result.stderr.strip().startswith("error: cannot write file/tok.json") and len(result.stderr.splitlines()) == 1
     result = cli("new_dir")  # a folder, not a file name
     assert "is not a file name" in result.stderr and "Traceback" not in result.stderr
-    assert not os.path.exists(tmp_path / "new_dir.tmp")  # and no stray temporary file
+    with pytest.raises(OSError):  # a save that fails anyway leaves the folder as it was: no stray temporary file
+        bpe.load_tokenizer(str(tmp_path / "new_dir" / "tok.json")).save(str(tmp_path / "new_dir"))
+    assert not os.path.exists(tmp_path / "new_dir.tmp")
 
 
 def test_prepare_reuses_a_saved_tokenizer(tmp_path):

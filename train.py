@@ -24,8 +24,8 @@ import torch
 from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from configurator import (ConfigError, atomic_write, autocast, configure, find_checkpoint, pick_device,
-                          pick_dtype, read_meta, settings)
+from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, configure, find_checkpoint,
+                          pick_device, pick_dtype, read_meta, settings)
 from model import GPT, GPTConfig, PRESETS, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -82,18 +82,14 @@ MAKE_DATA = "make the data with `python prepare.py --dataset=../shared/data/tiny
 
 
 def check_settings():
-    """Values no run can use, named in one line instead of surfacing as a traceback deep inside torch
-    (the model's shape and dropout are checked by GPTConfig)."""
-    for low, names in ((1, ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters",
-                            "log_interval", "ckpt_interval")),
-                       (0, ("max_iters", "max_epochs", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr",
-                            "weight_decay", "grad_clip"))):
-        for name in names:
-            if globals()[name] < low:
-                raise ConfigError(f"{name} must be at least {low}, got {globals()[name]}")
+    """Values no run can use, named in one line (the model's shape and dropout are checked by GPTConfig)."""
+    counts = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval", "ckpt_interval")
+    amounts = ("max_iters", "max_epochs", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay",
+               "grad_clip")
+    check_ranges(globals(), {**dict.fromkeys(counts, (1, None)), **dict.fromkeys(amounts, (0, None)), "seed": SEEDS})
     for name in ("beta1", "beta2"):
         if not 0 <= globals()[name] < 1:
-            raise ConfigError(f"{name} is a decay rate in [0, 1), got {globals()[name]}")
+            raise ConfigError(f"--{name} is a decay rate in [0, 1), got {globals()[name]}")
 
 
 class Batches:
@@ -235,12 +231,6 @@ def train(overrides=()):
     # ---- model ----------------------------------------------------------------------------------------
     model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
                       vocab_size=meta["vocab_size"], dropout=dropout, fused_attention=fused_attention)
-    try:  # a shape no model can have, or a dropout that is no probability, whichever way the model comes
-        model_config = GPTConfig(**model_args)
-    except ValueError as e:
-        raise ConfigError(str(e))
-    iter_num, tokens_seen, best_val_loss, elapsed_before = 0, 0, float("inf"), 0.0
-    saved_at = None  # the step of the last ckpt.pt, which a diverged run points to
     if checkpoint is not None:
         # the architecture comes from the checkpoint; an explicit, different one is a mistake worth naming
         for key in ("n_layer", "n_head", "n_embd", "block_size", "bias"):
@@ -251,7 +241,14 @@ def train(overrides=()):
             raise ConfigError(f"the checkpoint in {out_dir} has a {checkpoint['model_args']['vocab_size']}-token "
                               f"vocabulary but {data_dir} has {meta['vocab_size']}: resume on the data it was trained on")
         model_args = {**checkpoint["model_args"], "dropout": dropout, "fused_attention": fused_attention}
-        model = GPT(GPTConfig(**model_args))
+    try:  # a shape no model can have, or a dropout that is no probability, whichever way the model comes
+        model_config = GPTConfig(**model_args)
+    except ValueError as e:
+        raise ConfigError(str(e))
+    iter_num, tokens_seen, best_val_loss, elapsed_before = 0, 0, float("inf"), 0.0
+    saved_at = None  # the step of the last ckpt.pt, which a diverged run points to
+    if checkpoint is not None:
+        model = GPT(model_config)
         try:
             model.load_weights(checkpoint["model"])
         except ValueError as e:
@@ -387,10 +384,13 @@ def train(overrides=()):
         return bool(ok)
 
     def diverged(what):
-        kept = (f"the last good checkpoint is {os.path.join(out_dir, 'ckpt.pt')}, from step {saved_at}"
-                if saved_at is not None else "no checkpoint had been saved yet")
         remedy = "a lower learning_rate or grad_clip" + (", or dtype='float32'" if ptdtype != "float32" else "")
-        raise SystemExit(f"error: {what} at step {iter_num}; stopping ({kept}); try {remedy}")
+        if saved_at is None:
+            then = f"no ckpt.pt was saved yet: start afresh in another --out_dir with {remedy}"
+        else:
+            then = (f"{os.path.join(out_dir, 'ckpt.pt')} holds step {saved_at}, the last good one: continue it with "
+                    f"--init_from=resume and {remedy}")
+        raise SystemExit(f"error: {what} at step {iter_num}; stopping. {then}")
 
     def log(**losses):
         """One log.jsonl line: where the run is, the given losses, and its speed."""
@@ -413,10 +413,9 @@ def train(overrides=()):
               f"{world_size} process(es) | {tokens_per_iter:,} tokens per step | steps {iter_num} -> {last_iter}")
     t_start = time.time()
     lr, tok_per_sec, mfu = get_lr(iter_num, learning_rate, min_lr, warmup_iters, decay_iters), None, None
-    eval_seconds = 0.0  # what the last evaluation took, for the ETA
+    eval_seconds = 0.0  # what the last evaluation took, for the ETA (not the first: it may include compiling)
     if iter_num == 0:
         evaluate_and_save()
-        eval_seconds = time.time() - t_start
     t_window, iters_window, done_at_start = time.time(), 0, iter_num
     stopping = False  # set in the same step on every process, so that all of them leave the loop together
     while iter_num < last_iter and not stopping:
