@@ -221,6 +221,9 @@ def read_meta(folder, fix):
         raise ConfigError(f"{path} is not a meta.json written by prepare.py ({type(e).__name__}: {e}); {fix}")
     if missing:
         raise ConfigError(f"{path} is not a meta.json written by prepare.py (no {missing[0]!r}); {fix}")
+    if not (isinstance(meta["tokenizer"], str) and isinstance(meta["vocab_size"], int)):
+        raise ConfigError(f"{path} is not a meta.json written by prepare.py (its tokenizer is not a name, or its "
+                          f"vocab_size not a number); {fix}")
     return meta
 
 

@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from configurator import (ConfigError, atomic_write, autocast, check_writable, configure, find_checkpoint,
-                          pick_device, pick_dtype, read_meta)
+from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, check_writable, configure,
+                          find_checkpoint, pick_device, pick_dtype, read_meta)
 from model import GPT, GPTConfig, check_sampling_args, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -222,8 +222,7 @@ def main():
         runs = strategies(temperature)
     else:
         runs = {"": sampling_args(0.0 if greedy else temperature, top_k, top_p)}
-    if max_new_tokens < 1 or num_samples < 1:
-        raise ConfigError("--max_new_tokens and --num_samples must be at least 1")
+    check_ranges(globals(), {"max_new_tokens": (1, None), "num_samples": (1, None), "seed": SEEDS})
     prompt_text = read_prompt(start)
     model, tokenizer, meta = load(out_dir, ckpt, dev)
     prompt = encode_prompt(tokenizer, prompt_text)

@@ -1537,6 +1537,8 @@ def test_sample_cli_streams_compares_and_reports_speed(trained, monkeypatch, cap
     (dict(top_p=1.5), r"top_p must be in \(0, 1\]"),
     (dict(strategy="beam"), "'sample' or 'compare'"),
     (dict(start="FILE:/nonexistent/prompt.txt"), "cannot read the prompt file"),
+    (dict(max_new_tokens=0), "--max_new_tokens must be at least 1"),
+    (dict(seed=2**70), "--seed must be from 0 to 4294967295"),
 ])
 def test_sample_rejects_bad_settings(trained, monkeypatch, args, message):
     with pytest.raises(ConfigError, match=message):
