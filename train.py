@@ -431,9 +431,13 @@ def train(overrides=()):
             shared = torch.stack([loss, torch.tensor(float(stopping), device=loss.device)])
             torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.AVG)
             loss, stopping = shared[0], bool(shared[1] > 0)
-        train_loss = loss.item()
-        if not math.isfinite(train_loss):  # weights not updated, so the last checkpoint stays the last good one
-            diverged(f"loss is {train_loss}")
+        # reading the loss makes the CPU wait for the GPU, which then idles while the next step is prepared and
+        # launched: only the steps that log read it. A NaN is caught there, and checkpoints check their weights.
+        logging_now = (iter_num + 1) % log_interval == 0 or iter_num + 1 == last_iter
+        if logging_now:
+            train_loss = loss.item()
+            if not math.isfinite(train_loss):
+                diverged(f"loss is {train_loss}")
         if grad_clip > 0:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -443,7 +447,7 @@ def train(overrides=()):
         iter_num += 1
         iters_window += 1
         tokens_seen += tokens_per_iter
-        if iter_num % log_interval == 0 or iter_num == last_iter:
+        if logging_now:
             dt = time.time() - t_window
             tok_per_sec = iters_window * tokens_per_iter / dt
             mfu = raw_model.estimate_mfu(tok_per_sec / world_size, block_size, flops_peak) if flops_peak else None
