@@ -490,7 +490,7 @@ def find_data(data_dir, out_dir, meta):
     if not data_dir:
         raise ConfigError(f"{out_dir} does not say which data it was trained on; pass --data_dir")
     data_meta = read_meta(data_dir, "pass --data_dir (a folder made by prepare.py)")
-    same = all(data_meta.get(k) == meta.get(k) for k in ("tokenizer", "vocab_size", "eot_id"))
+    same = all(data_meta[k] == meta[k] for k in ("tokenizer", "vocab_size", "eot_id"))
     if same and meta["tokenizer"] != "gpt2":  # two trained tokenizers of one size: compare the files
         files = [os.path.join(folder, meta["tokenizer"]) for folder in (data_dir, out_dir)]
         if not os.path.isfile(files[0]):
@@ -550,12 +550,13 @@ def evaluate_dir(out_dir, dev, reuse=False):
             n_bytes = data_meta["splits"][split]["bytes"]
             if n_bytes == 0:
                 raise ConfigError(f"the {split} split of {data} holds no text (0 bytes): nothing to score per byte")
-            if int(tokens.max()) >= model.config.vocab_size:
-                raise ConfigError(f"{data}/{split}.bin holds token id {int(tokens.max())}, outside the model's "
-                                  f"{model.config.vocab_size}-token vocabulary; prepare the data again")
             if split == "train" and 0 < train_tokens < len(tokens):
                 tokens = np.asarray(document_sample(tokens, tokenizer.eot_id, train_tokens, seed))
                 n_bytes = text_bytes(tokenizer, tokens, tokenizer.eot_id)
+            # the tokens to be scored, not the whole split: a train.bin can hold billions
+            if int(tokens.max()) >= model.config.vocab_size:
+                raise ConfigError(f"{data}/{split}.bin holds token id {int(tokens.max())}, outside the model's "
+                                  f"{model.config.vocab_size}-token vocabulary; prepare the data again")
             results[split] = evaluate_tokens(model, tokens, tokenizer.eot_id, n_bytes, stride, batch_size, desc=split)
             results[split]["settings"] = scored_with(split)
             if split == "train" and len(tokens) < data_meta["splits"]["train"]["tokens"]:

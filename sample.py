@@ -63,13 +63,13 @@ def load(out_dir, ckpt="best", device="cpu"):
     tokenizer = load_tokenizer(out_dir, meta["tokenizer"])
 
     # Three records of the vocabulary must agree, or every token id would mean another string.
-    sizes = {"the tokenizer": tokenizer.vocab_size, "meta.json": meta.get("vocab_size"), "the checkpoint": config.vocab_size}
+    sizes = {"the tokenizer": tokenizer.vocab_size, "meta.json": meta["vocab_size"], "the checkpoint": config.vocab_size}
     if len(set(sizes.values())) > 1:
         found = ", ".join(f"{k} {v}" for k, v in sizes.items())
         raise ConfigError(f"vocabulary sizes in {out_dir} do not match ({found}); the checkpoint, meta.json and "
                           f"tokenizer must come from the same prepare.py + train.py run")
-    if meta.get("eot_id") != tokenizer.eot_id:
-        raise ConfigError(f"meta.json in {out_dir} says eot_id={meta.get('eot_id')} but the tokenizer's is "
+    if meta["eot_id"] != tokenizer.eot_id:
+        raise ConfigError(f"meta.json in {out_dir} says eot_id={meta['eot_id']} but the tokenizer's is "
                           f"{tokenizer.eot_id}; they come from different prepare.py runs")
 
     try:
