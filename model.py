@@ -1,9 +1,12 @@
 """
-The whole GPT-2 in one file: the model, its generation loop with a KV cache, and weight exchange
-with Hugging Face's GPT2LMHeadModel (which is how we prove it is exactly GPT-2).
+The whole GPT-2 in one file. Read it top to bottom: the config, then attention -> MLP -> Block -> GPT,
+whose forward computes the loss. After the model come its fast paths, each tested equal to the plain
+code it replaces (the (in, out) Linear layer, the chunked cross-entropy), then generation with a
+KV cache, then weight exchange with Hugging Face's GPT2LMHeadModel (which is how we prove it is exactly
+GPT-2).
 
-Read it top to bottom: LayerNorm -> attention -> MLP -> Block -> GPT. Shapes are noted as
-B = batch, T = sequence length, C = n_embd, nh = n_head, hs = head size (C // nh), V = vocab size.
+Shapes are noted as B = batch, T = sequence length, C = n_embd, nh = n_head, hs = head size (C // nh),
+V = vocab size.
 
 References: Radford et al. 2019 (GPT-2) and OpenAI's TensorFlow code, whose layer names we keep
 (wte, wpe, h, ln_1, attn.c_attn, ...) so that checkpoints map onto each other one to one.
@@ -26,6 +29,7 @@ class GPTConfig:
     dropout: float = 0.0  # 0.1 in GPT-2's pretraining; 0 is better for short runs on small data
     bias: bool = True  # biases in Linear and LayerNorm layers, as in GPT-2
     fused_attention: bool = True  # F.scaled_dot_product_attention; False runs the explicit version
+    chunked_loss: bool = True  # ChunkedCrossEntropy; False runs F.cross_entropy on the full logits
 
     def __post_init__(self):
         for name in ("block_size", "vocab_size", "n_layer", "n_head", "n_embd"):
@@ -53,48 +57,13 @@ def preset_config(name, **overrides):
     return GPTConfig(**{**PRESETS[name], "vocab_size": 50257, "block_size": 1024, **overrides})
 
 
-class KVCache:
-    """Keys and values of every position seen so far, for each layer. Generating token t+1 then needs
-    attention for one new query only, instead of recomputing all t positions: O(T) work per token
-    instead of O(T^2). Preallocated to block_size so a step writes in place instead of concatenating;
-    one buffer per layer, so that a compiled step writes its layer's slice, not a copy of all layers."""
-
-    def __init__(self, config, batch_size, device, dtype):
-        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
-        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
-        self.pos = 0  # positions already cached (the same in every layer)
-
-    def update(self, layer, k, v):
-        """Store this step's (B, nh, T, hs) keys and values; return all of them so far."""
-        end = self.pos + k.size(2)
-        self.k[layer][:, :, self.pos:end] = k
-        self.v[layer][:, :, self.pos:end] = v
-        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
-
-
-class Linear(nn.Module):
-    """y = x W + b, with W stored (in, out) as in OpenAI's GPT-2 code (Hugging Face's Conv1D): the
-    transpose of nn.Linear's (out, in). The math is the same; this layout lets OpenAI's and Hugging
-    Face's weights load as they are, and a CPU multiplies a single row by it faster, which is what
-    generating one token at a time does (bench.py sample)."""
-
-    def __init__(self, in_features, out_features, bias=True):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(in_features, out_features))
-        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-
-    def forward(self, x):
-        return F.linear(x, self.weight.t(), self.bias)
-
-
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config, layer):
         super().__init__()
         self.layer = layer  # index into the KV cache
-        self.n_head, self.n_embd, self.dropout = config.n_head, config.n_embd, config.dropout
-        self.fused = config.fused_attention
+        self.n_head, self.dropout, self.fused = config.n_head, config.dropout, config.fused_attention
+        # Linear is nn.Linear's math with OpenAI's weight layout (see below)
         self.c_attn = Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
@@ -105,24 +74,20 @@ class CausalSelfAttention(nn.Module):
         # (B, T, 3C) -> (B, T, 3 nh, hs) -> (B, 3 nh, T, hs) -> three (B, nh, T, hs)
         qkv = self.c_attn(x).view(B, T, 3 * self.n_head, C // self.n_head).transpose(1, 2)
         q, k, v = qkv.split(self.n_head, dim=1)
-        past = 0 if cache is None else cache.pos
-        if cache is not None:
+        if cache is not None:  # generating: attend to the keys and values of every earlier position too
             k, v = cache.update(self.layer, k, v)  # (B, nh, past + T, hs)
-        # Query i (at absolute position past + i) may see keys 0..past + i. With nothing cached that is
-        # the plain lower triangle; a single new query sees every key, so needs no mask at all.
-        mask = None if past == 0 or T == 1 else torch.ones(T, past + T, dtype=torch.bool, device=x.device).tril(past)
+        # Query i may see keys 0..i: the lower triangle. A single new query (a cached generation step,
+        # which GPT.hidden allows only one token at a time) is the last row and sees every key.
+        causal = T > 1
         dropout = self.dropout if self.training else 0.0
         if self.fused:
             # one kernel (flash / memory-efficient attention): never materialises the (T, T) matrix
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout,
-                                               is_causal=mask is None and T > 1)
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, is_causal=causal)
         else:
             # the same computation spelled out: softmax(Q K^T / sqrt(hs)) V over the visible keys
-            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, past + T)
-            if mask is None and T > 1:
-                mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
-            if mask is not None:
-                att = att.masked_fill(~mask, float("-inf"))
+            att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(k.size(-1)))  # (B, nh, T, T)
+            if causal:
+                att = att.masked_fill(~torch.ones(T, T, dtype=torch.bool, device=x.device).tril(), float("-inf"))
             att = F.dropout(F.softmax(att, dim=-1), dropout, self.training)
             y = att @ v  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
@@ -157,86 +122,6 @@ class Block(nn.Module):
         x = x + self.attn(self.ln_1(x), cache)  # tokens exchange information
         x = x + self.mlp(self.ln_2(x))  # each token thinks on its own
         return x
-
-
-# Rows of logits ChunkedCrossEntropy holds at once (module globals: torch.compile traces them): few enough to
-# stay in a CPU's cache and to bound a GPU's memory; compiled for a GPU, where torch.compile keeps no float32
-# copy of the logits, GPT-2 small's whole 16 x 1024-token batch (bf16 logits and their gradient, 1.6 GB each),
-# measured once on an H200 at 33.9 ms per step against 35.2 with 2 or 16 chunks (results/bench-gpu.md).
-CHUNK_ROWS = 1024
-COMPILED_GPU_CHUNK_ROWS = 16384
-
-
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy of targets (N,) under logits h @ weight.T, for hidden states h (N, C) and the
-    output embedding weight (V, C), computed a chunk of rows at a time instead of holding all logits.
-
-    Why: the logits are the largest tensor in training, N x V floats (134 MB at the CPU config, 3.3 GB
-    for GPT-2 small at 16 x 1024 tokens), and log-softmax with its backward reads and writes that much
-    several times. Yet the gradient is simple, d loss / d logits = (softmax - one_hot(target)) / N, so
-    each chunk is scored and differentiated at once, while it is still in cache, and only the small
-    gradients of h and weight are kept for backward. The numbers are F.cross_entropy's (tested), except
-    that a batch with no target scored has loss 0 instead of nan; the training step gets about 1.5x
-    faster on a CPU (bench.py train)."""
-
-    @staticmethod
-    def forward(ctx, h, weight, targets, need_grad):
-        V = weight.size(0)
-        scored = targets >= 0
-        n = scored.sum().clamp(min=1)
-        loss = torch.zeros((), device=h.device)
-        # The matrix and the hidden states in the matmuls' precision, cast once instead of once per chunk
-        # and per matmul; the matrix with zero rows up to a multiple of 64, because a GPU multiplies much
-        # faster when every dimension is one (GPT-2's 50,257 is not: 50,304). Their logits are masked out
-        # below, so the vocabulary stays exactly V; nanoGPT pads the vocabulary itself instead and lets the
-        # model learn to ignore 47 phantom tokens.
-        device_type = h.device.type
-        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight.dtype
-        w, h_cast = weight.to(dtype), h.to(dtype)
-        if V % 64:
-            w = F.pad(w, (0, 0, 0, -V % 64))  # (V_padded, C)
-        grad_h = torch.empty_like(h) if need_grad else None
-        grad_w = torch.zeros(w.shape, dtype=weight.dtype, device=weight.device) if need_grad else None
-        compiling = torch.compiler.is_compiling()  # traced by torch.compile, not run op by op
-        chunk_rows = COMPILED_GPU_CHUNK_ROWS if compiling and device_type != "cpu" else CHUNK_ROWS
-        for start in range(0, h.size(0), chunk_rows):
-            rows = slice(start, start + chunk_rows)
-            hc, target, keep = h_cast[rows], targets[rows].clamp(min=0), scored[rows]
-            logits = (hc @ w.t()).float()  # (chunk, V_padded), in float32 even under autocast
-            logits[:, V:] = float("-inf")  # the padding rows are not tokens: probability 0
-            target_logit = logits.gather(1, target[:, None]).squeeze(1)
-            top = logits.amax(dim=1, keepdim=True)  # subtracted before exp so that it cannot overflow
-            probs = logits.sub_(top).exp_()  # in place: softmax, not yet normalised
-            total = probs.sum(dim=1, keepdim=True)
-            # -log softmax(target) = logsumexp(logits) - target's logit
-            loss += ((total.log() + top).squeeze(1) - target_logit).mul(keep).sum()
-            if need_grad:
-                # d loss / d logits = softmax - one_hot(target) on scored rows, 0 elsewhere
-                if compiling:
-                    # the one-hot as a comparison, which torch.compile fuses with the lines above into one
-                    # pass writing the matmuls' dtype; a scatter would make it keep probs whole in float32
-                    # (4% of a GPT-2 small step on an H200). Run eagerly, the scatter is the cheap one.
-                    one_hot = torch.arange(w.size(0), device=h.device) == target[:, None]  # (chunk, V_padded)
-                    probs = probs.div_(total).sub_(one_hot.to(probs.dtype)).mul_(keep[:, None])
-                else:
-                    probs.mul_(keep[:, None] / total)
-                    probs[torch.arange(len(target), device=h.device), target] -= keep.float()
-                probs = probs.to(dtype)  # once for both matmuls (autocast would cast it for each)
-                # gradients of the chunk's summed loss; the 1/n comes after, in float32, so that a float16
-                # matmul under autocast sees values near 1 instead of underflowing ones near 1/n
-                grad_h[rows] = probs @ w
-                grad_w += probs.t() @ hc
-        if need_grad:
-            grad_h /= n
-            grad_w = grad_w.div_(n)[:V]
-        ctx.save_for_backward(grad_h, grad_w)
-        return loss / n
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_loss):
-        grad_h, grad_w = ctx.saved_tensors
-        return grad_h * grad_loss, grad_w * grad_loss, None, None
 
 
 class GPT(nn.Module):
@@ -276,43 +161,79 @@ class GPT(nn.Module):
 
     def hidden(self, idx, cache=None):
         """The final hidden states (B, T, C) for token ids idx (B, T), after the last LayerNorm."""
-        B, T = idx.size()
         past = 0 if cache is None else cache.pos
-        if past + T > self.config.block_size:
-            raise ValueError(f"sequence of {past + T} tokens is longer than block_size={self.config.block_size}; "
-                             f"crop the input to the last {self.config.block_size} tokens")
-        # (ids fed back during generation come from our own sampler, so cached steps skip the check)
-        if past == 0 and not torch.compiler.is_compiling() and T > 0 and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
-            bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
-            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "
-                             f"was the data made with another tokenizer?")
-        positions = self.transformer.wpe.weight[past:past + T]  # (T, C): the embeddings of positions past..past+T-1
-        x = self.transformer.drop(self.transformer.wte(idx) + positions)  # (B, T, C)
+        self._check_tokens(idx, past)
+        tok_emb = self.transformer.wte(idx)  # (B, T, C)
+        pos_emb = self.transformer.wpe.weight[past:past + idx.size(1)]  # (T, C): positions past..past+T-1
+        x = self.transformer.drop(tok_emb + pos_emb)
         for block in self.transformer.h:
             x = block(x, cache)
         if cache is not None:
-            cache.pos += T
+            cache.pos += idx.size(1)
         return self.transformer.ln_f(x)
 
     def forward(self, idx, targets=None, cache=None):
         """Without targets: the logits (B, T, V) at every position, and None.
-        With targets (B, T): None, and the mean cross-entropy of predicting each next token (negative
-        targets are not scored: -1 here, -100 in Hugging Face's code). The logits are then never
-        materialised: see ChunkedCrossEntropy."""
-        # (checked before the forward pass is queued, so that on a GPU the wait for the answer costs nothing)
-        if targets is not None and not torch.compiler.is_compiling() and targets.numel() \
-                and targets.max() >= self.config.vocab_size:
-            raise ValueError(f"target id {int(targets.max())} is outside the vocabulary [0, {self.config.vocab_size})")
-        x = self.hidden(idx, cache)
+        With targets (B, T): the mean cross-entropy of predicting each next token, as (logits, loss);
+        negative targets are not scored (-1 here, -100 in Hugging Face's code)."""
+        if targets is not None:
+            self._check_targets(targets)
+        x = self.hidden(idx, cache)  # (B, T, C)
         if targets is None:
             return self.lm_head(x), None
-        weight = self.lm_head.weight
-        need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
-        loss = ChunkedCrossEntropy.apply(x.flatten(0, 1), weight, targets.flatten(), need_grad)
-        return None, loss
+        if self.config.chunked_loss:  # the fast path: the same loss without holding all the logits
+            return None, chunked_cross_entropy(x, self.lm_head.weight, targets)
+        logits = self.lm_head(x)  # (B, T, V): a score for every possible next token
+        # -log softmax(logits)[target], averaged over the scored positions
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten().clamp(min=-1), ignore_index=-1)
+        return logits, loss
+
+    def _check_tokens(self, idx, past):
+        T = idx.size(1)
+        if past + T > self.config.block_size:
+            raise ValueError(f"sequence of {past + T} tokens is longer than block_size={self.config.block_size}; "
+                             f"crop the input to the last {self.config.block_size} tokens")
+        if past and T > 1:  # attention masks a cached step as the newest position (see CausalSelfAttention)
+            raise ValueError(f"a cached step takes one new token, got {T}; run the prompt first, then one at a time")
+        # ids fed back during generation come from our own sampler, so cached steps skip the check
+        if past == 0 and not torch.compiler.is_compiling() and T > 0 and (idx.min() < 0 or idx.max() >= self.config.vocab_size):
+            bad = int(idx.min()) if idx.min() < 0 else int(idx.max())
+            raise ValueError(f"token id {bad} is outside the vocabulary [0, {self.config.vocab_size}); "
+                             f"was the data made with another tokenizer?")
+
+    def _check_targets(self, targets):
+        # checked before the forward pass is queued, so that on a GPU the wait for the answer costs nothing
+        if not torch.compiler.is_compiling() and targets.numel() and targets.max() >= self.config.vocab_size:
+            raise ValueError(f"target id {int(targets.max())} is outside the vocabulary [0, {self.config.vocab_size})")
 
     # ----------------------------------------------------------------------------------------------
-    # Generation
+    # Training helpers
+
+    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
+        """AdamW with weight decay on matrices only: decaying biases and LayerNorm gains just pulls
+        them toward zero without regularising anything useful."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        # On GPUs (CUDA, Apple's mps) the fused kernel does the whole update in a few launches instead of
+        # several per tensor; a CPU has no launches to save, so it keeps the plain loop.
+        fused = device_type in ("cuda", "mps")
+        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
+
+    def flops_per_token(self, seq_len):
+        """Training FLOPs per token (forward + backward = 3 x forward): 6 per parameter for the matrix
+        multiplies, plus attention's QK^T and AV, which grow with the sequence (PaLM paper, appendix B)."""
+        cfg = self.config
+        return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * seq_len
+
+    def estimate_mfu(self, tokens_per_sec, seq_len, peak_flops):
+        """Model FLOPs utilisation: achieved training FLOP/s over the hardware's peak FLOP/s."""
+        return self.flops_per_token(seq_len) * tokens_per_sec / peak_flops
+
+    # ----------------------------------------------------------------------------------------------
+    # Generation (the KV cache and the sampler are defined after the model)
 
     @torch.inference_mode()
     def stream(self, idx, max_new_tokens, temperature=1.0, top_k=None, top_p=None, eot_id=None,
@@ -355,31 +276,8 @@ class GPT(nn.Module):
         return torch.cat([idx, *steps], dim=1)
 
     # ----------------------------------------------------------------------------------------------
-    # Training helpers
-
-    def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW with weight decay on matrices only: decaying biases and LayerNorm gains just pulls
-        them toward zero without regularising anything useful."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        # On GPUs (CUDA, Apple's mps) the fused kernel does the whole update in a few launches instead of
-        # several per tensor; a CPU has no launches to save (its update is ~2% of a CPU step), so it keeps
-        # the plain loop that its published runs used.
-        fused = device_type in ("cuda", "mps")
-        return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **({"fused": True} if fused else {}))
-
-    def flops_per_token(self, seq_len):
-        """Training FLOPs per token (forward + backward = 3 x forward): 6 per parameter for the matrix
-        multiplies, plus attention's QK^T and AV, which grow with the sequence (PaLM paper, appendix B)."""
-        cfg = self.config
-        return 6 * self.num_params(non_embedding=True) + 12 * cfg.n_layer * cfg.n_embd * seq_len
-
-    def estimate_mfu(self, tokens_per_sec, seq_len, peak_flops):
-        """Model FLOPs utilisation: achieved training FLOP/s over the hardware's peak FLOP/s."""
-        return self.flops_per_token(seq_len) * tokens_per_sec / peak_flops
+    # Weights in and out: our checkpoints, and Hugging Face's format (names and layouts are OpenAI's on
+    # both sides, so tensors map one to one)
 
     def load_weights(self, state_dict):
         """load_state_dict with an error that names the first tensor that does not fit, so a checkpoint
@@ -404,15 +302,12 @@ class GPT(nn.Module):
     def from_checkpoint(cls, checkpoint, device="cpu", **overrides):
         """A model from one of our checkpoints (a path, or a dict from read_checkpoint): 'model' holds the
         state dict, in any float precision, and 'model_args' the GPTConfig fields, which overrides may change
-        where the weights allow it (dropout, fused_attention). Weights come back in float32."""
+        where the weights allow it (dropout, fused_attention, chunked_loss). Weights come back in float32."""
         if not isinstance(checkpoint, dict):
             checkpoint = read_checkpoint(checkpoint)
         model = cls(GPTConfig(**{**checkpoint["model_args"], **overrides}))
         model.load_weights({k: v.float() for k, v in checkpoint["model"].items()})
         return model.to(device)
-
-    # ----------------------------------------------------------------------------------------------
-    # Hugging Face interop: names and layouts are OpenAI's on both sides, so tensors map one to one.
 
     _HF_MASK_BUFFERS = (".attn.bias", ".attn.masked_bias")  # HF's causal-mask buffers, not weights
 
@@ -450,29 +345,130 @@ class GPT(nn.Module):
         hf.save_pretrained(out_dir)
 
 
-def hf_config(config, eot_id=None, **overrides):
-    """The transformers.GPT2Config of a model of this config (GPT-2's tanh GELU is their 'gelu_new')."""
-    from transformers import GPT2Config
-    return GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
-                      n_layer=config.n_layer, n_head=config.n_head, activation_function="gelu_new",
-                      resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
-                      layer_norm_epsilon=1e-5, tie_word_embeddings=True, bos_token_id=eot_id, eos_token_id=eot_id,
-                      **overrides)
+# ================================================================================================
+# Fast paths, each equal to the plain computation it replaces (tested)
+
+class Linear(nn.Module):
+    """y = x W + b, with W stored (in, out) as in OpenAI's GPT-2 code (Hugging Face's Conv1D): the
+    transpose of nn.Linear's (out, in). The math is the same; this layout lets OpenAI's and Hugging
+    Face's weights load as they are, and a CPU multiplies a single row by it faster, which is what
+    generating one token at a time does (bench.py sample)."""
+
+    def __init__(self, in_features, out_features, bias=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_features, out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def forward(self, x):
+        return F.linear(x, self.weight.t(), self.bias)
 
 
-def read_checkpoint(path):
-    """The dict saved by train.py (or a shipped model.pt), with a sentence for each way the file can be wrong.
-    weights_only: unpickling an arbitrary file can run code, so only tensors and plain containers are allowed;
-    mmap: the optimizer state of a training checkpoint is never read unless it is used."""
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except FileNotFoundError:
-        raise ValueError(f"no checkpoint at {path}; train one with train.py or pass another path")
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}); was it cut off while copying?")
-    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_args" not in checkpoint:
-        raise ValueError(f"{path} is not a checkpoint of this project (it needs 'model' and 'model_args')")
-    return checkpoint
+def chunked_cross_entropy(x, weight, targets):
+    """F.cross_entropy(x @ weight.T, targets) for hidden states x (B, T, C), the output matrix (V, C)
+    and targets (B, T), without materialising the logits: see ChunkedCrossEntropy."""
+    need_grad = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+    return ChunkedCrossEntropy.apply(x.flatten(0, 1), weight, targets.flatten(), need_grad)
+
+
+# Rows of logits ChunkedCrossEntropy holds at once (module globals, so torch.compile traces them): few
+# enough to stay in a CPU's cache and bound a GPU's memory. Compiled for a GPU, where inductor keeps no
+# float32 copy, GPT-2 small's whole 16 x 1024-token batch fits in one chunk, which was fastest there.
+CHUNK_ROWS = 1024
+COMPILED_GPU_CHUNK_ROWS = 16384
+
+
+class ChunkedCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of targets (N,) under logits h @ weight.T, for hidden states h (N, C) and the
+    output embedding weight (V, C), computed a chunk of rows at a time instead of holding all logits.
+
+    Why: the logits are the largest tensor in training, N x V floats (134 MB at the CPU config, 3.3 GB
+    for GPT-2 small at 16 x 1024 tokens), and log-softmax with its backward reads and writes that much
+    several times. Yet the gradient is simple, d loss / d logits = (softmax - one_hot(target)) / N, so
+    each chunk is scored and differentiated at once, while it is still in cache, and only the small
+    gradients of h and weight are kept for backward. The numbers are F.cross_entropy's (tested), except
+    that a batch with no target scored has loss 0 instead of nan; the training step is faster (bench.py
+    train, which runs both)."""
+
+    @staticmethod
+    def forward(ctx, h, weight, targets, need_grad):
+        V = weight.size(0)
+        scored = targets >= 0
+        n = scored.sum().clamp(min=1)
+        loss = torch.zeros((), device=h.device)
+        # The matrix and the hidden states in the matmuls' precision, cast once instead of once per chunk
+        # and per matmul; the matrix with zero rows up to a multiple of 64, because a GPU multiplies much
+        # faster when every dimension is one (GPT-2's 50,257 is not: 50,304). Their logits are masked out
+        # below, so the vocabulary stays exactly V.
+        device_type = h.device.type
+        dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else weight.dtype
+        w, h_cast = weight.to(dtype), h.to(dtype)
+        if V % 64:
+            w = F.pad(w, (0, 0, 0, -V % 64))  # (V_padded, C)
+        grad_h = torch.empty_like(h) if need_grad else None
+        grad_w = torch.zeros(w.shape, dtype=weight.dtype, device=weight.device) if need_grad else None
+        compiling = torch.compiler.is_compiling()  # traced by torch.compile, not run op by op
+        chunk_rows = COMPILED_GPU_CHUNK_ROWS if compiling and device_type != "cpu" else CHUNK_ROWS
+        for start in range(0, h.size(0), chunk_rows):
+            rows = slice(start, start + chunk_rows)
+            hc, target, keep = h_cast[rows], targets[rows].clamp(min=0), scored[rows]
+            logits = (hc @ w.t()).float()  # (chunk, V_padded), in float32 even under autocast
+            logits[:, V:] = float("-inf")  # the padding rows are not tokens: probability 0
+            target_logit = logits.gather(1, target[:, None]).squeeze(1)
+            top = logits.amax(dim=1, keepdim=True)  # subtracted before exp so that it cannot overflow
+            probs = logits.sub_(top).exp_()  # in place: softmax, not yet normalised
+            total = probs.sum(dim=1, keepdim=True)
+            # -log softmax(target) = logsumexp(logits) - target's logit
+            loss += ((total.log() + top).squeeze(1) - target_logit).mul(keep).sum()
+            if need_grad:
+                # d loss / d logits = softmax - one_hot(target) on scored rows, 0 elsewhere
+                if compiling:
+                    # the one-hot as a comparison, which inductor fuses with the lines above into one pass
+                    # writing the matmuls' dtype (a scatter would make it keep probs whole in float32);
+                    # run eagerly, the scatter is the cheap one
+                    one_hot = torch.arange(w.size(0), device=h.device) == target[:, None]  # (chunk, V_padded)
+                    probs = probs.div_(total).sub_(one_hot.to(probs.dtype)).mul_(keep[:, None])
+                else:
+                    probs.mul_(keep[:, None] / total)
+                    probs[torch.arange(len(target), device=h.device), target] -= keep.float()
+                probs = probs.to(dtype)  # once for both matmuls (autocast would cast it for each)
+                # gradients of the chunk's summed loss; the 1/n comes after, in float32, so that a float16
+                # matmul under autocast sees values near 1 instead of underflowing ones near 1/n
+                grad_h[rows] = probs @ w
+                grad_w += probs.t() @ hc
+        if need_grad:
+            grad_h /= n
+            grad_w = grad_w.div_(n)[:V]
+        ctx.save_for_backward(grad_h, grad_w)
+        return loss / n
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_loss):
+        grad_h, grad_w = ctx.saved_tensors
+        return grad_h * grad_loss, grad_w * grad_loss, None, None
+
+
+# ================================================================================================
+# Generation: the KV cache and the sampler that GPT.stream uses
+
+class KVCache:
+    """Keys and values of every position seen so far, for each layer. Generating token t+1 then needs
+    attention for one new query only, instead of recomputing all t positions: O(T) work per token
+    instead of O(T^2). Preallocated to block_size so a step writes in place instead of concatenating;
+    one buffer per layer, so that a compiled step writes its layer's slice, not a copy of all layers."""
+
+    def __init__(self, config, batch_size, device, dtype):
+        shape = (batch_size, config.n_head, config.block_size, config.n_embd // config.n_head)
+        self.k = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.v = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layer)]
+        self.pos = 0  # positions already cached (the same in every layer)
+
+    def update(self, layer, k, v):
+        """Store this step's (B, nh, T, hs) keys and values; return all of them so far."""
+        end = self.pos + k.size(2)
+        self.k[layer][:, :, self.pos:end] = k
+        self.v[layer][:, :, self.pos:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end]
 
 
 def check_sampling_args(temperature, top_k, top_p):
@@ -509,3 +505,31 @@ def sample_next_token(logits, temperature=1.0, top_k=None, top_p=None, generator
         logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
     probs = F.softmax(logits, dim=-1)
     return torch.multinomial(probs, num_samples=1, generator=generator)
+
+
+# ================================================================================================
+# Files
+
+def hf_config(config, eot_id=None, **overrides):
+    """The transformers.GPT2Config of a model of this config (GPT-2's tanh GELU is their 'gelu_new')."""
+    from transformers import GPT2Config
+    return GPT2Config(vocab_size=config.vocab_size, n_positions=config.block_size, n_embd=config.n_embd,
+                      n_layer=config.n_layer, n_head=config.n_head, activation_function="gelu_new",
+                      resid_pdrop=config.dropout, embd_pdrop=config.dropout, attn_pdrop=config.dropout,
+                      layer_norm_epsilon=1e-5, tie_word_embeddings=True, bos_token_id=eot_id, eos_token_id=eot_id,
+                      **overrides)
+
+
+def read_checkpoint(path):
+    """The dict saved by train.py (or a shipped model.pt), with a sentence for each way the file can be wrong.
+    weights_only: unpickling an arbitrary file can run code, so only tensors and plain containers are allowed;
+    mmap: the optimizer state of a training checkpoint is never read unless it is used."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except FileNotFoundError:
+        raise ValueError(f"no checkpoint at {path}; train one with train.py or pass another path")
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}); was it cut off while copying?")
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint or "model_args" not in checkpoint:
+        raise ValueError(f"{path} is not a checkpoint of this project (it needs 'model' and 'model_args')")
+    return checkpoint

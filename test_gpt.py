@@ -181,27 +181,26 @@ def test_loss_is_mean_cross_entropy_and_ignores_minus_one():
 
 @pytest.mark.parametrize("chunk_rows", [5, 1024])  # several chunks, a ragged last one; one chunk
 def test_chunked_cross_entropy_equals_full_logits_loss_and_gradients(monkeypatch, chunk_rows):
+    """The fast path (chunked_loss=True, the default) against forward's plain F.cross_entropy."""
     monkeypatch.setattr(model_module, "CHUNK_ROWS", chunk_rows)
     torch.manual_seed(0)
-    model = GPT(tiny_config())
+    chunked, plain = GPT(tiny_config(chunked_loss=True)), GPT(tiny_config(chunked_loss=False))
+    plain.load_state_dict(chunked.state_dict())
     idx, targets = torch.randint(50, (3, 16)), torch.randint(50, (3, 16))
     targets[0, :4] = -1
     targets[0, 4:7] = -100  # Hugging Face's "not scored": every negative target is skipped
-    _, loss = model(idx, targets)
-    loss.backward()
-    chunked = {name: p.grad.clone() for name, p in model.named_parameters()}
-    model.zero_grad()
-    logits, _ = model(idx)
+    for model in (chunked, plain):
+        model(idx, targets)[1].backward()
+    logits, reference = plain(idx, targets)
     scored = targets >= 0
-    reference = F.cross_entropy(logits[scored], targets[scored])
-    reference.backward()
-    assert torch.allclose(loss, reference, atol=1e-6)
-    for name, p in model.named_parameters():
-        assert torch.allclose(chunked[name], p.grad, atol=1e-6), name
+    assert torch.allclose(reference, F.cross_entropy(logits[scored], targets[scored]), atol=1e-6)
+    assert torch.allclose(chunked(idx, targets)[1], reference, atol=1e-6)
+    for (name, p), q in zip(chunked.named_parameters(), plain.parameters()):
+        assert torch.allclose(p.grad, q.grad, atol=1e-6), name
     with torch.no_grad():  # evaluation: the same loss, no gradient work
-        assert torch.allclose(model(idx, targets)[1], reference, atol=1e-6)
+        assert torch.allclose(chunked(idx, targets)[1], reference, atol=1e-6)
     with pytest.raises(ValueError, match="target id 50 is outside the vocabulary"):
-        model(idx, torch.full_like(idx, 50))  # the padding rows (50..63) must not pass for tokens
+        chunked(idx, torch.full_like(idx, 50))  # the padding rows (50..63) must not pass for tokens
 
 
 def test_training_step_compiles_without_graph_breaks():
@@ -303,10 +302,11 @@ def test_kv_cache_logits_equal_full_forward():
     idx = torch.randint(50, (2, 10))
     full, _ = model(idx)
     cache = KVCache(model.config, 2, "cpu", torch.float32)
-    prefill, _ = model(idx[:, :6], cache=cache)  # a prompt, then a chunk of 3, then one token
-    chunk, _ = model(idx[:, 6:9], cache=cache)
-    step, _ = model(idx[:, 9:], cache=cache)
-    assert torch.allclose(torch.cat([prefill, chunk, step], 1), full, atol=1e-5)
+    prefill, _ = model(idx[:, :6], cache=cache)  # a prompt, then one token at a time
+    steps = [model(idx[:, t:t + 1], cache=cache)[0] for t in range(6, 10)]
+    assert torch.allclose(torch.cat([prefill, *steps], 1), full, atol=1e-5)
+    with pytest.raises(ValueError, match="a cached step takes one new token"):
+        model(idx[:, :2], cache=cache)
 
 
 def test_generation_stops_rows_at_end_of_text():
