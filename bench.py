@@ -28,9 +28,8 @@ from tqdm import tqdm
 
 import bpe
 import prepare as prep
-from configurator import autocast, configure, pick_device, pick_dtype
+from configurator import autocast, configure, peak_flops, pick_device, pick_dtype
 from model import GPT, GPTConfig, hf_config, preset_config
-from train import accumulate_gradients, peak_flops
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_DATA = os.path.join(HERE, "..", "shared", "data")
@@ -378,7 +377,9 @@ def bench_train():
         def forward_backward(step_model=step_model, i=[0]):
             x = data[i[0] % len(data)]
             i[0] += 1
-            accumulate_gradients(step_model, [(x[:, :-1], x[:, 1:])], ctx)
+            with ctx:  # train.py's step with one micro-batch
+                _, loss = step_model(x[:, :-1], x[:, 1:])
+            loss.backward()
 
         def update(model=model, optimizer=optimizer):
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -163,6 +163,17 @@ def autocast(device_type, dtype):
     return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
 
 
+def peak_flops(device_name):
+    """Dense bf16 peak of common accelerators, for MFU; None where we do not know it (CPUs)."""
+    # the first name found in device_name wins, so a name comes before its prefixes (A100 before A10)
+    for name, flops in (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
+                        ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A10", 125e12), ("4090", 165e12),
+                        ("3090", 71e12), ("V100", 125e12), ("T4", 65e12)):
+        if name in device_name:
+            return flops
+    return None
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Yield a temporary path next to `path`; rename it into place only if the block succeeds. A crash

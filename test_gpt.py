@@ -406,7 +406,7 @@ def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_min_lr():
 
 
 def test_peak_flops_matches_the_most_specific_gpu_name():
-    from train import peak_flops
+    from configurator import peak_flops
     assert peak_flops("NVIDIA L40S") == 362e12 and peak_flops("NVIDIA L4") == 121e12
     assert peak_flops("NVIDIA A100-SXM4-80GB") == 312e12 and peak_flops("NVIDIA A10G") == 125e12
     assert peak_flops("NVIDIA H200") == 989e12 and peak_flops("AMD EPYC") is None
@@ -645,15 +645,12 @@ def test_ddp_processes_draw_their_own_dropout_masks(token_data, tmp_path):
     (["--beta2=1.0"], "beta2 is a decay rate in [0, 1)"),
     (["--seed=-1"], "--seed must be from 0 to 4294967295"),
 ])
-def test_train_bad_input_is_one_line(token_data, tmp_path, monkeypatch, args, message):
+def test_train_bad_input_is_one_line(token_data, tmp_path, args, message):
     """In this process, to spare an interpreter start per case: a ConfigError is what the command line
     prints as one line without a traceback (the tests above and below run the real command)."""
     import train as training
-    with monkeypatch.context() as m, pytest.raises(ConfigError) as error:
-        for key in training.SETTINGS:  # whatever configure() changes is put back afterwards
-            m.setattr(training, key, getattr(training, key))
-        argv = [f"--data_dir={token_data}", f"--out_dir={tmp_path / 'out'}", "--device=cpu", *args]
-        training.train(overrides=configure(vars(training), argv))
+    with pytest.raises(ConfigError) as error:
+        training.main([f"--data_dir={token_data}", f"--out_dir={tmp_path / 'out'}", "--device=cpu", *args])
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -1848,8 +1845,10 @@ def test_shipped_model_exports_to_hugging_face_with_the_same_logits(tmp_path):
 @pytest.mark.parametrize("config_file", sorted(os.listdir(os.path.join(REPO, "config"))))
 def test_config_files_hold_only_known_settings_of_the_right_type(config_file):
     import train
-    settings = {k: getattr(train, k) for k in train.SETTINGS}
-    assert configure(settings, [os.path.join(REPO, "config", config_file)])
+    config = dict(train.DEFAULTS)
+    assert configure(config, [os.path.join(REPO, "config", config_file)])
+    train.check_settings(config)  # values a run can use, and a model that can be built
+    GPTConfig(**{k: config[k] for k in ("n_layer", "n_head", "n_embd", "block_size", "dropout", "bias")})
 
 
 # ================================================================================================

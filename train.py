@@ -9,7 +9,9 @@ several machines):
 
     torchrun --standalone --nproc_per_node=8 train.py config/gpt2_small.py
 
-Every setting below can be overridden by a config file or --key=value (see configurator.py).
+Every setting below can be overridden by a config file or --key=value (see configurator.py). The file
+reads top to bottom: the settings, the pieces of a step (schedule, batches, accumulation, evaluation),
+the pieces of setting up a run (resume, processes, model, output folder), then train(), the run itself.
 """
 import json
 import math
@@ -18,6 +20,7 @@ import random
 import shutil
 import signal
 import time
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -25,7 +28,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, configure, find_checkpoint,
-                          pick_device, pick_dtype, read_meta, settings)
+                          peak_flops, pick_device, pick_dtype, read_meta, settings)
 from model import GPT, GPTConfig, PRESETS, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -46,6 +49,7 @@ block_size = 128
 dropout = 0.0
 bias = True
 fused_attention = True  # False: the explicit attention of model.py, slower, for teaching and comparison
+chunked_loss = True  # False: F.cross_entropy on the full logits, slower, for teaching and comparison
 # optimisation
 batch_size = 16  # sequences per micro-step (per process)
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, summed over all processes
@@ -65,7 +69,12 @@ dtype = "auto"  # 'auto': bfloat16 on GPUs that have it, else float16 on GPUs, f
 compile = None  # torch.compile the model; None = on CUDA only, where it pays for its compile time
 seed = 1337
 # ------------------------------------------------------------------------------------------------
+DEFAULTS = settings(globals())  # what a checkpoint records of the run, and a resume restores
 
+MAKE_DATA = "make the data with `python prepare.py --dataset=../shared/data/tinystories` (or another) and pass its --data_dir"
+
+
+# ---- the pieces of a step ------------------------------------------------------------------------
 
 def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
     """Linear warm-up (Adam's early moment estimates are noisy, so big steps then hurt), then a cosine
@@ -76,20 +85,6 @@ def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
         return min_lr
     progress = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
-
-
-MAKE_DATA = "make the data with `python prepare.py --dataset=../shared/data/tinystories` (or another) and pass its --data_dir"
-
-
-def check_settings():
-    """Values no run can use, named in one line (the model's shape and dropout are checked by GPTConfig)."""
-    counts = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval", "ckpt_interval")
-    amounts = ("max_iters", "max_epochs", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay",
-               "grad_clip")
-    check_ranges(globals(), {**dict.fromkeys(counts, (1, None)), **dict.fromkeys(amounts, (0, None)), "seed": SEEDS})
-    for name in ("beta1", "beta2"):
-        if not 0 <= globals()[name] < 1:
-            raise ConfigError(f"--{name} is a decay rate in [0, 1), got {globals()[name]}")
 
 
 class Batches:
@@ -137,15 +132,213 @@ def accumulate_gradients(model, micro_batches, ctx, scaler=None):
     return total
 
 
-def peak_flops(device_name):
-    """Dense bf16 peak of common accelerators, for MFU; None where we do not know it (CPUs)."""
-    # the first name found in device_name wins, so a name comes before its prefixes (A100 before A10)
-    for name, flops in (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12),
-                        ("L40S", 362e12), ("L40", 181e12), ("L4", 121e12), ("A10", 125e12), ("4090", 165e12),
-                        ("3090", 71e12), ("V100", 125e12), ("T4", 65e12)):
-        if name in device_name:
-            return flops
-    return None
+@torch.no_grad()
+def estimate_loss(model, splits, run, ctx, procs):
+    """Mean loss over eval_iters fixed batches per split (shared among processes)."""
+    model.eval()
+    out = {}
+    for split, data in splits.items():
+        offsets = data.offsets(run.eval_iters * run.batch_size, torch.Generator().manual_seed(run.seed + 1))
+        total = torch.zeros(2, device=procs.device)  # (sum of losses, batches)
+        for k in range(procs.rank, run.eval_iters, procs.world_size):
+            with ctx:
+                _, loss = model(*data.get(offsets[k * run.batch_size:(k + 1) * run.batch_size]))
+            total += torch.stack([loss.float(), torch.ones((), device=procs.device)])
+        if procs.ddp:
+            torch.distributed.all_reduce(total)
+        out[split] = (total[0] / total[1]).item()
+    model.train()
+    return out
+
+
+@torch.no_grad()
+def weights_look_finite(model, x, y, ctx, procs):
+    """Finite weights that give a finite loss on batch (x, y), on every process. A step can ruin the
+    weights although its own loss, computed before it, was finite: such weights are never saved."""
+    model.eval()  # the graph estimate_loss compiled
+    with ctx:
+        _, loss = model(x, y)
+    model.train()
+    ok = torch.stack([p.isfinite().all() for p in model.parameters()] + [loss.isfinite()]).all().float()
+    if procs.ddp:
+        torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
+    return bool(ok)
+
+
+def diverged(what, iter_num, saved_at, run, ptdtype):
+    remedy = "a lower learning_rate or grad_clip" + (", or dtype='float32'" if ptdtype != "float32" else "")
+    if saved_at is None:
+        then = f"no ckpt.pt was saved yet: start afresh in another --out_dir with {remedy}"
+    else:
+        then = (f"{os.path.join(run.out_dir, 'ckpt.pt')} holds step {saved_at}, the last good one: continue it with "
+                f"--init_from=resume and {remedy}")
+    raise SystemExit(f"error: {what} at step {iter_num}; stopping. {then}")
+
+
+# ---- the pieces of setting up a run --------------------------------------------------------------
+
+def resume_settings(config, overrides):
+    """The checkpoint in out_dir, and the settings to go on with: the run's own as it was configured,
+    except for what is given now (say, a larger max_iters)."""
+    ckpt_path = os.path.join(config["out_dir"], "ckpt.pt")
+    if not os.path.exists(ckpt_path):
+        raise ConfigError(f"cannot resume: no checkpoint at {ckpt_path}; train with --init_from=scratch first")
+    try:
+        checkpoint = read_checkpoint(ckpt_path)
+    except ValueError as e:
+        raise ConfigError(f"cannot resume: {e}")
+    keep = set(overrides) | {"init_from", "out_dir"}
+    return {**config, **{k: v for k, v in checkpoint["config"].items() if k in config and k not in keep}}, checkpoint
+
+
+def refuse_old_run(out_dir):
+    """A new run in an old run's folder would overwrite its best.pt and mix into its log."""
+    found = [name for name in ("ckpt.pt", "best.pt", "log.jsonl") if os.path.exists(os.path.join(out_dir, name))]
+    if found:
+        resume = "continue it with --init_from=resume, or " if "ckpt.pt" in found else ""
+        raise ConfigError(f"{out_dir} already holds a run ({', '.join(found)}); {resume}start afresh in another "
+                          f"--out_dir (or delete this one)")
+
+
+def check_settings(config):
+    """Values no run can use, named in one line (the model's shape and dropout are checked by GPTConfig)."""
+    counts = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval", "ckpt_interval")
+    amounts = ("max_iters", "max_epochs", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay",
+               "grad_clip")
+    check_ranges(config, {**dict.fromkeys(counts, (1, None)), **dict.fromkeys(amounts, (0, None)), "seed": SEEDS})
+    for name in ("beta1", "beta2"):
+        if not 0 <= config[name] < 1:
+            raise ConfigError(f"--{name} is a decay rate in [0, 1), got {config[name]}")
+
+
+def start_processes(device_name, gradient_accumulation_steps):
+    """This process's place in the job: one process, or one of torchrun's (which sets RANK and friends)."""
+    dev = pick_device(device_name)
+    ddp = int(os.environ.get("RANK", -1)) != -1
+    rank, world_size = 0, 1
+    if ddp:
+        rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
+        init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
+        if dev.startswith("cuda"):
+            dev = f"cuda:{local_rank}"
+            torch.cuda.set_device(dev)
+    if gradient_accumulation_steps % world_size:
+        raise ConfigError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of "
+                          f"the {world_size} processes")
+    return SimpleNamespace(ddp=ddp, rank=rank, world_size=world_size, master=rank == 0, device=dev)
+
+
+def build_model(run, meta, checkpoint, overrides):
+    """The model to train: the checkpoint's when resuming, else a GPT-2 preset, one of our trained models
+    (a folder) or a new one. Each way, a model that cannot train on this data is named in one line."""
+    vocab_size = meta["vocab_size"]
+    options = dict(dropout=run.dropout, fused_attention=run.fused_attention, chunked_loss=run.chunked_loss)
+    if checkpoint is not None:
+        # the architecture comes from the checkpoint; an explicit, different one is a mistake worth naming
+        saved = checkpoint["model_args"]
+        for key in ("n_layer", "n_head", "n_embd", "block_size", "bias"):
+            if key in overrides and getattr(run, key) != saved[key]:
+                raise ConfigError(f"the checkpoint in {run.out_dir} has {key}={saved[key]} but "
+                                  f"{key}={getattr(run, key)} was given; drop it to resume, or use a new --out_dir")
+        if saved["vocab_size"] != vocab_size:
+            raise ConfigError(f"the checkpoint in {run.out_dir} has a {saved['vocab_size']}-token "
+                              f"vocabulary but {run.data_dir} has {vocab_size}: resume on the data it was trained on")
+        model = GPT(model_config({**saved, **options}))
+        try:
+            model.load_weights(checkpoint["model"])
+        except ValueError as e:
+            raise ConfigError(str(e))
+    elif run.init_from in PRESETS:
+        if vocab_size != 50257:
+            raise ConfigError(f"{run.init_from} has GPT-2's 50257-token vocabulary but {run.data_dir} was made with "
+                              f"{vocab_size}; prepare the data with --tokenizer=gpt2")
+        model = GPT.from_pretrained(run.init_from, **options)
+    elif run.init_from != "scratch":  # fine-tune one of our trained models: a folder with model.pt, best.pt or ckpt.pt
+        if not os.path.isdir(run.init_from):
+            raise ConfigError(f"init_from={run.init_from!r} is neither 'scratch', 'resume', a GPT-2 preset "
+                              f"({', '.join(PRESETS)}) nor a folder holding model.pt, best.pt or ckpt.pt")
+        path = find_checkpoint(run.init_from)
+        try:
+            model = GPT.from_checkpoint(path, **options)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{path}: {e}")
+        if model.config.vocab_size != vocab_size:
+            raise ConfigError(f"{path} has a {model.config.vocab_size}-token vocabulary but {run.data_dir} has "
+                              f"{vocab_size}; prepare the data with that model's tokenizer")
+    else:
+        model = GPT(model_config(dict(n_layer=run.n_layer, n_head=run.n_head, n_embd=run.n_embd,
+                                      block_size=run.block_size, bias=run.bias, vocab_size=vocab_size, **options)))
+    if model.config.block_size < run.block_size:
+        raise ConfigError(f"block_size={run.block_size} exceeds the model's {model.config.block_size} positions")
+    return model
+
+
+def model_config(model_args):
+    try:  # a shape no model can have, or a dropout that is no probability, in one line
+        return GPTConfig(**model_args)
+    except ValueError as e:
+        raise ConfigError(str(e))
+
+
+def restore_training_state(checkpoint, optimizer, scaler, sampler, procs, seed):
+    """Everything but the weights that an uninterrupted run would have now: the optimizer's moments,
+    float16's loss scale, the data order and every random stream (dropout)."""
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    if checkpoint.get("scaler"):
+        scaler.load_state_dict(checkpoint["scaler"])
+    sampler.set_state(checkpoint["sampler"])
+    rng = checkpoint["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
+    if procs.master:  # the saved dropout state is rank 0's
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and procs.device.startswith("cuda"):
+            torch.cuda.set_rng_state(rng["cuda"], procs.device)
+    else:  # the others start a stream of their own, rather than replay the masks of their first steps
+        torch.manual_seed(seed + procs.rank + procs.world_size * checkpoint["iter_num"])
+
+
+def prepare_out_dir(run, meta, resumed_at):
+    """The output folder, self-contained (sample.py and eval.py need nothing else): meta.json and the
+    tokenizer beside the checkpoints. A resumed run drops the log lines of steps it will run again."""
+    try:
+        os.makedirs(run.out_dir, exist_ok=True)
+        for name in ["meta.json"] + ([meta["tokenizer"]] if meta["tokenizer"] != "gpt2" else []):
+            with atomic_write(os.path.join(run.out_dir, name)) as tmp:
+                shutil.copyfile(os.path.join(run.data_dir, name), tmp)
+    except OSError as e:
+        raise ConfigError(f"cannot write to out_dir={run.out_dir!r} ({e.strerror}); pass a writable --out_dir")
+    log_path = os.path.join(run.out_dir, "log.jsonl")
+    if resumed_at is not None and os.path.exists(log_path):  # a run killed after its last checkpoint
+        kept = [line for line in open(log_path) if logged_iter(line) <= resumed_at]
+        with atomic_write(log_path) as tmp, open(tmp, "w") as f:
+            f.writelines(kept)
+    return log_path
+
+
+def logged_iter(line):
+    """The step a log.jsonl line records; infinity for a line cut off by a kill while it was written."""
+    try:
+        return json.loads(line)["iter"]
+    except (ValueError, KeyError, TypeError):
+        return math.inf
+
+
+def stop_on_signals(procs):
+    """Ctrl-C or a scheduler's SIGTERM: the loop finishes its step, saves and exits. A second Ctrl-C stops
+    at once, except under torchrun, whose launcher passes on the signal the terminal already sent every
+    process. Returns the list the signals land in."""
+    stop = []
+
+    def request_stop(signum, frame):
+        stop.append(signum)
+        signal.signal(signum, signal.SIG_IGN if procs.ddp else signal.SIG_DFL)
+        if procs.master:
+            print(f"\n{signal.Signals(signum).name}: finishing this step, saving, then exiting")
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    return stop
 
 
 def numpy_state():
@@ -159,288 +352,153 @@ def save(path, obj):
         torch.save(obj, tmp)
 
 
+def training_state(model, optimizer, scaler, sampler, device, **progress):
+    """What a checkpoint holds besides the run's settings: weights, optimizer, and every random stream."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "model_args": dict(model.config.__dict__), "sampler": sampler.get_state(), **progress,
+            "rng": {"python": random.getstate(), "numpy": numpy_state(), "torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None}}
+
+
+def log_record(iter_num, epoch, tokens, lr, tok_per_sec, mfu, elapsed, **losses):
+    """One log.jsonl line: where the run is, the given losses, and its speed."""
+    return dict(iter=iter_num, epoch=epoch, tokens=tokens, lr=lr, **losses, tok_per_sec=tok_per_sec, mfu=mfu,
+                elapsed=elapsed)
+
+
 def append_log(path, record):
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def logged_iter(line):
-    """The step a log.jsonl line records; infinity for a line cut off by a kill while it was written."""
-    try:
-        return json.loads(line)["iter"]
-    except (ValueError, KeyError, TypeError):
-        return math.inf
+# ---- the run -------------------------------------------------------------------------------------
 
-
-def train(overrides=()):
-    """Run training with the module's settings; `overrides` names the ones the user set explicitly."""
+def train(config, overrides=()):
+    """Run training with the settings in `config` (a dict like DEFAULTS); `overrides` names the ones the
+    user set explicitly (a resumed run keeps the checkpoint's others)."""
     checkpoint = None
-    if init_from == "resume":
-        ckpt_path = os.path.join(out_dir, "ckpt.pt")
-        if not os.path.exists(ckpt_path):
-            raise ConfigError(f"cannot resume: no checkpoint at {ckpt_path}; train with --init_from=scratch first")
-        try:
-            checkpoint = read_checkpoint(ckpt_path)
-        except ValueError as e:
-            raise ConfigError(f"cannot resume: {e}")
-        # continue the run as it was configured, except for what is given now (say, a larger max_iters)
-        keep = set(overrides) | {"init_from", "out_dir"}
-        globals().update({k: v for k, v in checkpoint["config"].items() if k not in keep})
-    else:  # a new run in an old run's folder would overwrite its best.pt and mix into its log
-        found = [name for name in ("ckpt.pt", "best.pt", "log.jsonl") if os.path.exists(os.path.join(out_dir, name))]
-        if found:
-            resume = "continue it with --init_from=resume, or " if "ckpt.pt" in found else ""
-            raise ConfigError(f"{out_dir} already holds a run ({', '.join(found)}); {resume}start afresh in another "
-                              f"--out_dir (or delete this one)")
-    check_settings()
-    config = {k: v for k, v in globals().items() if k in SETTINGS}
-    # ---- processes and devices ------------------------------------------------------------------
-    ddp = int(os.environ.get("RANK", -1)) != -1  # launched by torchrun?
-    dev = pick_device(device)
-    if ddp:
-        rank, local_rank, world_size = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"])
-        init_process_group(backend="nccl" if dev.startswith("cuda") else "gloo")
-        if dev.startswith("cuda"):
-            dev = f"cuda:{local_rank}"
-            torch.cuda.set_device(dev)
+    if config["init_from"] == "resume":
+        config, checkpoint = resume_settings(config, overrides)
     else:
-        rank, world_size = 0, 1
-    master = rank == 0  # only this process logs and saves
-    if gradient_accumulation_steps % world_size:
-        raise ConfigError(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of "
-                          f"the {world_size} processes")
-    micro_steps = gradient_accumulation_steps // world_size  # this process's share
-    device_type = dev.split(":")[0]
-    ptdtype = pick_dtype(dtype, device_type)
+        refuse_old_run(config["out_dir"])
+    check_settings(config)
+    run = SimpleNamespace(**config)
+
+    # processes and devices
+    procs = start_processes(run.device, run.gradient_accumulation_steps)
+    dev, device_type = procs.device, procs.device.split(":")[0]
+    micro_steps = run.gradient_accumulation_steps // procs.world_size  # this process's share
+    ptdtype = pick_dtype(run.dtype, device_type)
     ctx = autocast(device_type, ptdtype)
     if device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True  # TF32 matmuls: ~same accuracy, several times faster
         torch.backends.cudnn.allow_tf32 = True
-    random.seed(seed)
-    np.random.seed(seed)
+    random.seed(run.seed)
+    np.random.seed(run.seed)
     # each process its own dropout masks; the weights still start equal, as DDP copies rank 0's to all
-    torch.manual_seed(seed + rank)
+    torch.manual_seed(run.seed + procs.rank)
 
-    # ---- data ---------------------------------------------------------------------------------------
-    meta = read_meta(data_dir, MAKE_DATA)
-    train_data = Batches(os.path.join(data_dir, "train.bin"), block_size, dev)
-    val_data = Batches(os.path.join(data_dir, "val.bin"), block_size, dev)
-    tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
-    sampler = torch.Generator().manual_seed(seed)
+    # data
+    meta = read_meta(run.data_dir, MAKE_DATA)
+    train_data = Batches(os.path.join(run.data_dir, "train.bin"), run.block_size, dev)
+    val_data = Batches(os.path.join(run.data_dir, "val.bin"), run.block_size, dev)
+    tokens_per_iter = run.gradient_accumulation_steps * run.batch_size * run.block_size
+    sampler = torch.Generator().manual_seed(run.seed)  # the order of the training batches
 
-    # ---- model ----------------------------------------------------------------------------------------
-    model_args = dict(n_layer=n_layer, n_head=n_head, n_embd=n_embd, block_size=block_size, bias=bias,
-                      vocab_size=meta["vocab_size"], dropout=dropout, fused_attention=fused_attention)
-    if checkpoint is not None:
-        # the architecture comes from the checkpoint; an explicit, different one is a mistake worth naming
-        for key in ("n_layer", "n_head", "n_embd", "block_size", "bias"):
-            if key in overrides and config[key] != checkpoint["model_args"][key]:
-                raise ConfigError(f"the checkpoint in {out_dir} has {key}={checkpoint['model_args'][key]} but "
-                                  f"{key}={config[key]} was given; drop it to resume, or use a new --out_dir")
-        if checkpoint["model_args"]["vocab_size"] != meta["vocab_size"]:
-            raise ConfigError(f"the checkpoint in {out_dir} has a {checkpoint['model_args']['vocab_size']}-token "
-                              f"vocabulary but {data_dir} has {meta['vocab_size']}: resume on the data it was trained on")
-        model_args = {**checkpoint["model_args"], "dropout": dropout, "fused_attention": fused_attention}
-    try:  # a shape no model can have, or a dropout that is no probability, whichever way the model comes
-        model_config = GPTConfig(**model_args)
-    except ValueError as e:
-        raise ConfigError(str(e))
+    # model and optimizer
+    raw_model = build_model(run, meta, checkpoint, overrides).to(dev)
+    # float16 needs its gradients scaled up so that small ones do not flush to zero; bf16 does not
+    scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == "float16")
+    optimizer = raw_model.configure_optimizers(run.weight_decay, run.learning_rate, (run.beta1, run.beta2), device_type)
     iter_num, tokens_seen, best_val_loss, elapsed_before = 0, 0, float("inf"), 0.0
     saved_at = None  # the step of the last ckpt.pt, which a diverged run points to
     if checkpoint is not None:
-        model = GPT(model_config)
-        try:
-            model.load_weights(checkpoint["model"])
-        except ValueError as e:
-            raise ConfigError(str(e))
+        restore_training_state(checkpoint, optimizer, scaler, sampler, procs, run.seed)
         iter_num, tokens_seen = checkpoint["iter_num"], checkpoint["tokens"]
-        saved_at = iter_num
         best_val_loss, elapsed_before = checkpoint["best_val_loss"], checkpoint["elapsed"]
-    elif init_from in PRESETS:
-        if meta["vocab_size"] != 50257:
-            raise ConfigError(f"{init_from} has GPT-2's 50257-token vocabulary but {data_dir} was made with "
-                              f"{meta['vocab_size']}; prepare the data with --tokenizer=gpt2")
-        model = GPT.from_pretrained(init_from, dropout=dropout, fused_attention=fused_attention)
-    elif init_from != "scratch":  # fine-tune one of our trained models: a folder with model.pt, best.pt or ckpt.pt
-        if not os.path.isdir(init_from):
-            raise ConfigError(f"init_from={init_from!r} is neither 'scratch', 'resume', a GPT-2 preset "
-                              f"({', '.join(PRESETS)}) nor a folder holding model.pt, best.pt or ckpt.pt")
-        path = find_checkpoint(init_from)
-        try:
-            model = GPT.from_checkpoint(path, dropout=dropout, fused_attention=fused_attention)
-        except (TypeError, ValueError) as e:
-            raise ConfigError(f"{path}: {e}")
-        if model.config.vocab_size != meta["vocab_size"]:
-            raise ConfigError(f"{path} has a {model.config.vocab_size}-token vocabulary but {data_dir} has "
-                              f"{meta['vocab_size']}; prepare the data with that model's tokenizer")
-    else:
-        model = GPT(model_config)
-    model_args = dict(model.config.__dict__)  # what checkpoints record, whichever way the model came
-    if model.config.block_size < block_size:
-        raise ConfigError(f"block_size={block_size} exceeds the model's {model.config.block_size} positions")
-    model.to(dev)
-    # float16 needs its gradients scaled up so that small ones do not flush to zero; bf16 does not
-    scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == "float16")
-    optimizer = model.configure_optimizers(weight_decay, learning_rate, (beta1, beta2), device_type)
-    if checkpoint is not None:
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if checkpoint.get("scaler"):  # float16's loss scale, as it had adapted
-            scaler.load_state_dict(checkpoint["scaler"])
-        sampler.set_state(checkpoint["sampler"])
-        rng = checkpoint["rng"]
-        random.setstate(rng["python"])
-        np.random.set_state((rng["numpy"][0], np.array(rng["numpy"][1], dtype=np.uint32), *rng["numpy"][2:]))
-        if master:  # the saved dropout state is rank 0's
-            torch.set_rng_state(rng["torch"])
-            if rng["cuda"] is not None and device_type == "cuda":
-                torch.cuda.set_rng_state(rng["cuda"], dev)
-        else:  # the others start a stream of their own, rather than replay the masks of their first steps
-            torch.manual_seed(seed + rank + world_size * iter_num)
+        saved_at = iter_num
         checkpoint = None  # free the memory
-    raw_model = model
-    use_compile = device_type == "cuda" if compile is None else compile
-    if use_compile:
-        model = torch.compile(model)
-    if ddp:
+    use_compile = device_type == "cuda" if run.compile is None else run.compile
+    model = torch.compile(raw_model) if use_compile else raw_model
+    if procs.ddp:
         model = DDP(model, device_ids=[int(dev.split(":")[1])] if device_type == "cuda" else None)
 
-    # ---- output folder: self-contained, so sample.py and eval.py need nothing else -------------------
-    if master:
-        try:
-            os.makedirs(out_dir, exist_ok=True)
-            for name in ["meta.json"] + ([meta["tokenizer"]] if meta["tokenizer"] != "gpt2" else []):
-                with atomic_write(os.path.join(out_dir, name)) as tmp:
-                    shutil.copyfile(os.path.join(data_dir, name), tmp)
-        except OSError as e:
-            raise ConfigError(f"cannot write to out_dir={out_dir!r} ({e.strerror}); pass a writable --out_dir")
-    log_path = os.path.join(out_dir, "log.jsonl")
-    if master and init_from == "resume" and os.path.exists(log_path):
-        # a run killed after its last checkpoint logged steps that will now run again: drop those lines
-        kept = [line for line in open(log_path) if logged_iter(line) <= iter_num]
-        with atomic_write(log_path) as tmp, open(tmp, "w") as f:
-            f.writelines(kept)
-    flops_peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
+    # the schedule; lr_decay_iters recorded resolved, so that a resumed run with a larger max_iters keeps
+    # this run's schedule (then min_lr) instead of stretching the cosine and raising the learning rate again
     epoch_tokens = meta["splits"]["train"]["tokens"]
-    last_iter = max_iters
-    if max_epochs:
-        last_iter = min(last_iter, math.ceil(max_epochs * epoch_tokens / tokens_per_iter))
-    decay_iters = lr_decay_iters or last_iter
-    # recorded as resolved, so that a resumed run with a larger max_iters keeps this run's schedule (then
-    # min_lr) instead of stretching the cosine and raising the learning rate again
-    config["lr_decay_iters"] = decay_iters
+    last_iter = run.max_iters
+    if run.max_epochs:
+        last_iter = min(last_iter, math.ceil(run.max_epochs * epoch_tokens / tokens_per_iter))
+    config["lr_decay_iters"] = run.lr_decay_iters = run.lr_decay_iters or last_iter
+    schedule = dict(learning_rate=run.learning_rate, min_lr=run.min_lr, warmup_iters=run.warmup_iters,
+                    lr_decay_iters=run.lr_decay_iters)
+    log_path = prepare_out_dir(run, meta, iter_num if run.init_from == "resume" else None) if procs.master else None
+    flops_peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
+    stop = stop_on_signals(procs)
 
-    def checkpoint_state():
-        return {
-            "model": raw_model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "model_args": model_args,
-            "iter_num": iter_num, "tokens": tokens_seen, "best_val_loss": best_val_loss, "config": config,
-            "elapsed": elapsed_before + time.time() - t_start, "sampler": sampler.get_state(),
-            "tokenizer": meta["tokenizer"],
-            "rng": {"python": random.getstate(), "numpy": numpy_state(), "torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state(dev) if device_type == "cuda" else None},  # this process's GPU
-        }
-
-    @torch.no_grad()
-    def estimate_loss():
-        """Mean loss over eval_iters fixed batches per split (shared among processes)."""
-        model.eval()
-        out = {}
-        for split, data in (("train", train_data), ("val", val_data)):
-            offsets = data.offsets(eval_iters * batch_size, torch.Generator().manual_seed(seed + 1))
-            total = torch.zeros(2, device=dev)  # (sum of losses, batches)
-            for k in range(rank, eval_iters, world_size):
-                with ctx:
-                    _, loss = model(*data.get(offsets[k * batch_size:(k + 1) * batch_size]))
-                total += torch.stack([loss.float(), torch.ones((), device=dev)])
-            if ddp:
-                torch.distributed.all_reduce(total)
-            out[split] = (total[0] / total[1]).item()
-        model.train()
-        return out
-
-    # Ctrl-C or a scheduler's SIGTERM: finish the step, save, exit. A second Ctrl-C stops at once, except
-    # under torchrun, whose launcher passes on the signal that the terminal already sent every process.
-    stop = []
-
-    def request_stop(signum, frame):
-        stop.append(signum)
-        signal.signal(signum, signal.SIG_IGN if ddp else signal.SIG_DFL)
-        if master:
-            print(f"\n{signal.Signals(signum).name}: finishing this step, saving, then exiting")
-
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
-
-    @torch.no_grad()
-    def weights_look_finite(x, y):
-        """Finite weights that give a finite loss on batch (x, y), on every process."""
-        model.eval()  # the graph estimate_loss compiled
-        with ctx:
-            _, loss = model(x, y)
-        model.train()
-        ok = torch.stack([p.isfinite().all() for p in raw_model.parameters()] + [loss.isfinite()]).all().float()
-        if ddp:
-            torch.distributed.all_reduce(ok, op=torch.distributed.ReduceOp.MIN)
-        return bool(ok)
-
-    def diverged(what):
-        remedy = "a lower learning_rate or grad_clip" + (", or dtype='float32'" if ptdtype != "float32" else "")
-        if saved_at is None:
-            then = f"no ckpt.pt was saved yet: start afresh in another --out_dir with {remedy}"
-        else:
-            then = (f"{os.path.join(out_dir, 'ckpt.pt')} holds step {saved_at}, the last good one: continue it with "
-                    f"--init_from=resume and {remedy}")
-        raise SystemExit(f"error: {what} at step {iter_num}; stopping. {then}")
-
-    def log(**losses):
-        """One log.jsonl line: where the run is, the given losses, and its speed."""
-        append_log(log_path, dict(iter=iter_num, epoch=tokens_seen / epoch_tokens, tokens=tokens_seen, lr=lr, **losses,
-                                  tok_per_sec=tok_per_sec, mfu=mfu, elapsed=elapsed_before + time.time() - t_start))
-
-    def evaluate_and_save():
-        nonlocal best_val_loss
-        losses = estimate_loss()
-        if master:
-            log(train_loss=losses["train"], val_loss=losses["val"])
-            print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
-            if losses["val"] < best_val_loss:
-                best_val_loss = losses["val"]
-                save(os.path.join(out_dir, "best.pt"), checkpoint_state())
-
-    # ---- the loop -------------------------------------------------------------------------------------
-    if master:
+    # ---- the loop -------------------------------------------------------------------------------
+    if procs.master:
         print(f"{raw_model.num_params() / 1e6:.2f}M parameters | {device_type} {ptdtype} | compile={use_compile} | "
-              f"{world_size} process(es) | {tokens_per_iter:,} tokens per step | steps {iter_num} -> {last_iter}")
+              f"{procs.world_size} process(es) | {tokens_per_iter:,} tokens per step | steps {iter_num} -> {last_iter}")
     t_start = time.time()
-    lr, tok_per_sec, mfu = get_lr(iter_num, learning_rate, min_lr, warmup_iters, decay_iters), None, None
-    eval_seconds = 0.0  # what the last evaluation took, for the ETA (not the first: it may include compiling)
-    if iter_num == 0:
-        evaluate_and_save()
-    t_window, iters_window, done_at_start = time.time(), 0, iter_num
+    start_iter, lr, tok_per_sec, mfu = iter_num, get_lr(iter_num, **schedule), None, None
+    t_window, iters_window, eval_seconds = time.time(), 0, 0.0  # tokens/s and ETA over the steps since the last log
+
+    def checkpoint():  # everything a resumed run needs to go on exactly as if it had never stopped
+        return {**training_state(raw_model, optimizer, scaler, sampler, dev), "iter_num": iter_num,
+                "tokens": tokens_seen, "best_val_loss": best_val_loss, "config": config, "tokenizer": meta["tokenizer"],
+                "elapsed": elapsed_before + time.time() - t_start}
+
     stopping = False  # set in the same step on every process, so that all of them leave the loop together
-    while iter_num < last_iter and not stopping:
-        lr = get_lr(iter_num, learning_rate, min_lr, warmup_iters, decay_iters)
+    while True:
+        # evaluate the untrained model, then every eval_interval steps and at the end (not again on resuming)
+        if (iter_num % run.eval_interval == 0 or iter_num == last_iter) and (iter_num == 0 or iter_num > start_iter):
+            t_eval = time.time()
+            losses = estimate_loss(model, {"train": train_data, "val": val_data}, run, ctx, procs)
+            if procs.master:
+                append_log(log_path, log_record(iter_num, tokens_seen / epoch_tokens, tokens_seen, lr, tok_per_sec, mfu,
+                                                elapsed_before + time.time() - t_start, train_loss=losses["train"],
+                                                val_loss=losses["val"]))
+                print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
+                if losses["val"] < best_val_loss:
+                    best_val_loss = losses["val"]
+                    save(os.path.join(run.out_dir, "best.pt"), checkpoint())
+            t_window += time.time() - t_eval  # tokens/s measures training, not evaluation
+            if iter_num > 0:  # the first evaluation may include compiling: not a guide to the others
+                eval_seconds = time.time() - t_eval
+        if iter_num > start_iter and (iter_num % run.ckpt_interval == 0 or iter_num == last_iter or stopping):
+            if not weights_look_finite(model, *batches[-1], ctx, procs):
+                diverged("the weights after this step are not finite or give a non-finite loss",
+                         iter_num, saved_at, run, ptdtype)
+            if procs.master:
+                save(os.path.join(run.out_dir, "ckpt.pt"), checkpoint())
+            saved_at = iter_num
+        if iter_num >= last_iter or stopping:
+            break
+
+        # one optimizer step: forward and backward over this process's micro-batches, then AdamW
+        lr = get_lr(iter_num, **schedule)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        offsets = train_data.offsets(gradient_accumulation_steps * batch_size, sampler)
-        mine = offsets.view(world_size, micro_steps, batch_size)[rank]  # this process's micro-batches
+        offsets = train_data.offsets(run.gradient_accumulation_steps * run.batch_size, sampler)
+        mine = offsets.view(procs.world_size, micro_steps, run.batch_size)[procs.rank]  # this process's share
         batches = [train_data.get(o) for o in mine]
         loss = accumulate_gradients(model, batches, ctx, scaler)
         stopping = bool(stop)
-        if ddp:  # average the loss over processes; a stop signal that reached any of them stops all after this step
+        if procs.ddp:  # average the loss over processes; a stop signal that reached any of them stops all
             shared = torch.stack([loss, torch.tensor(float(stopping), device=loss.device)])
             torch.distributed.all_reduce(shared, op=torch.distributed.ReduceOp.AVG)
             loss, stopping = shared[0], bool(shared[1] > 0)
-        # reading the loss makes the CPU wait for the GPU, which then idles while the next step is prepared and
-        # launched: only the steps that log read it. A NaN is caught there, and checkpoints check their weights.
-        logging_now = (iter_num + 1) % log_interval == 0 or iter_num + 1 == last_iter
+        # reading the loss makes the CPU wait for the GPU, which then idles while the next step is prepared
+        # and launched: only the steps that log read it. A NaN is caught there; checkpoints check the weights.
+        logging_now = (iter_num + 1) % run.log_interval == 0 or iter_num + 1 == last_iter
         if logging_now:
             train_loss = loss.item()
             if not math.isfinite(train_loss):
-                diverged(f"loss is {train_loss}")
-        if grad_clip > 0:
+                diverged(f"loss is {train_loss}", iter_num, saved_at, run, ptdtype)
+        if run.grad_clip > 0:
             scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), run.grad_clip)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -448,40 +506,30 @@ def train(overrides=()):
         iters_window += 1
         tokens_seen += tokens_per_iter
         if logging_now:
-            dt = time.time() - t_window
-            tok_per_sec = iters_window * tokens_per_iter / dt
-            mfu = raw_model.estimate_mfu(tok_per_sec / world_size, block_size, flops_peak) if flops_peak else None
+            tok_per_sec = iters_window * tokens_per_iter / (time.time() - t_window)
+            mfu = raw_model.estimate_mfu(tok_per_sec / procs.world_size, run.block_size, flops_peak) if flops_peak else None
             t_window, iters_window = time.time(), 0
-            if master:
-                evals_left = (last_iter - iter_num) // eval_interval + 1  # about: the last step's is one of them
+            if procs.master:
+                evals_left = (last_iter - iter_num) // run.eval_interval + 1  # about: the last step's is one of them
                 eta = (last_iter - iter_num) * tokens_per_iter / tok_per_sec + evals_left * eval_seconds
-                log(train_loss=train_loss)
+                append_log(log_path, log_record(iter_num, tokens_seen / epoch_tokens, tokens_seen, lr, tok_per_sec, mfu,
+                                                elapsed_before + time.time() - t_start, train_loss=train_loss))
                 print(f"iter {iter_num}/{last_iter} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_per_sec:,.0f} tok/s"
                       + (f" | mfu {100 * mfu:.1f}%" if mfu else "") + f" | eta {eta / 60:.1f} min", flush=True)
-        if iter_num % eval_interval == 0 or iter_num == last_iter:
-            t_eval = time.time()
-            evaluate_and_save()
-            eval_seconds = time.time() - t_eval
-            t_window += eval_seconds  # tokens/s measures training, not evaluation
-        if iter_num % ckpt_interval == 0 or iter_num == last_iter or stopping:
-            # a step can ruin the weights although its own loss, computed before it, was finite: never save
-            # such weights over the last good ones
-            if not weights_look_finite(*batches[-1]):
-                diverged("the weights after this step are not finite or give a non-finite loss")
-            if master:
-                save(os.path.join(out_dir, "ckpt.pt"), checkpoint_state())
-            saved_at = iter_num
-    if master:
-        print(f"done: {iter_num - done_at_start} steps in {time.time() - t_start:.1f}s; best val loss "
-              f"{best_val_loss:.4f}; checkpoints in {out_dir}")
-    if ddp:
+    if procs.master:
+        print(f"done: {iter_num - start_iter} steps in {time.time() - t_start:.1f}s; best val loss "
+              f"{best_val_loss:.4f}; checkpoints in {run.out_dir}")
+    if procs.ddp:
         # leave together: a process that tears down its connections while rank 0 is still saving has been
         # seen to abort at exit under gloo (the work was saved, but the job reported a failure)
         torch.distributed.barrier()
         destroy_process_group()
 
 
-SETTINGS = list(settings(globals()))  # what a checkpoint records of the run, and a resume restores
+def main(argv=None):
+    config = dict(DEFAULTS)  # a copy: the module's defaults stay as they are
+    train(config, overrides=configure(config, argv))
+
 
 if __name__ == "__main__":
-    train(overrides=configure(globals()))
+    main()
