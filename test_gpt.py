@@ -239,7 +239,8 @@ def test_chunked_cross_entropy_gradients_under_autocast(dtype):
         loss = ChunkedCrossEntropy.apply(h, weight, targets, True)
     (loss * 65536).backward()  # float16 training scales the loss (torch.amp.GradScaler) to keep gradients representable
     for got, want in zip((h.grad / 65536, weight.grad / 65536), expected):
-        assert got.dtype == torch.float32 and (got - want).norm() / want.norm() < 2e-2
+        error = ((got - want).norm() / want.norm()).item()  # measured: 2.4e-3 in bfloat16, 3.2e-4 in float16
+        assert got.dtype == torch.float32 and error < (6e-3 if dtype == torch.bfloat16 else 1e-3)
 
 
 def test_init_ties_embeddings_and_scales_residual_projections():
@@ -317,6 +318,9 @@ def test_generation_stops_rows_at_end_of_text():
     eot = int(greedy[0, 6])  # row 0's third generated token plays end-of-text
     out = model.generate(prompt, 10, temperature=0, eot_id=eot)
     assert (out[0, 6:] == eot).all()  # a finished row only pads with eot
+    going = [row for row in (1, 2) if eot not in greedy[row, 4:]]
+    assert going  # (the seed gives rows that never emit it) those rows go on to the end, untouched
+    assert out.size(1) == 14 and all(torch.equal(out[row], greedy[row]) for row in going)
     same = model.generate(prompt[:1].repeat(3, 1), 10, temperature=0, eot_id=eot)
     first = int((greedy[0, 4:] == eot).nonzero()[0])  # the step at which row 0 first emits it
     assert same.size(1) == 4 + first + 1 < 14  # every row has stopped: generation ends early
@@ -496,9 +500,10 @@ def test_float16_training_scales_its_loss_and_learns_like_float32(token_data, tm
         run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out}", "--max_iters=16", f"--dtype={dtype}")
         runs[dtype] = train_losses(out)
     assert runs["float32"][16] < runs["float32"][1] - 0.1  # it learns
-    assert all(abs(runs["float16"][i] - runs["float32"][i]) < 0.01 for i in range(1, 17))
+    assert all(abs(runs["float16"][i] - runs["float32"][i]) < 1e-4 for i in range(1, 17))  # measured: 9.5e-6
     scaler = torch.load(os.path.join(tmp_path, "float16", "ckpt.pt"), weights_only=True)["scaler"]
-    assert scaler["scale"] > 0  # saved, so that a resumed run continues with the scale it had reached
+    # saved, so that a resumed run continues with the scale it had reached: 16 steps without an overflow
+    assert scaler["scale"] == 65536.0 and scaler["_growth_tracker"] == 16
 
 
 def test_resumed_run_equals_uninterrupted_run(token_data, tmp_path):
@@ -757,9 +762,12 @@ def test_training_is_deterministic():
 
 
 def test_nothing_merges_across_special_tokens():
-    tok = bpe.train_bpe(["ab" + EOT + "cd" + EOT] * 50, 300)
-    assert all(EOT.encode() not in a + b for a, b in tok.merges)
-    assert (b"b", b"c") not in tok.merges and (b"b", b"<") not in tok.merges
+    # "abSEPcd" is one word to the regex pre-tokenizer: only the special tokens keep b, S and P, c apart, and
+    # the special tokens' own bytes are never merged, so the pairs within "ab" and "cd" are all there is to learn
+    text = "".join(["abSEPcd" + EOT] * 50)
+    for train, corpus in ((bpe.train_bpe, [text]), (bpe.train_bpe_reference, text)):
+        tok = train(corpus, 300, special_tokens=(EOT, "SEP"))
+        assert set(tok.merges) == {(b"a", b"b"), (b"c", b"d")}, train.__name__
 
 
 def test_training_from_file_in_parallel_equals_serial(tmp_path):
@@ -1592,14 +1600,25 @@ def test_every_token_is_scored_exactly_once(n, block_size, stride):
 
 
 def test_sliding_window_scores_every_token_with_more_context(trained):
-    model, tokens, eot = trained["model"], trained["test"], trained["tok"].eot_id
+    model, eot = trained["model"], trained["tok"].eot_id
+    tokens, T, stride = trained["test"][:150], model.config.block_size, 8
+    # by hand, a token at a time: token t (stream position t + 1, after the leading eot) is scored by the first
+    # window that reaches it, which starts at the first multiple of the stride past t - T
+    stream = torch.tensor([eot] + tokens.tolist())
+    total = 0.0
+    with torch.no_grad():
+        for t in range(len(tokens)):
+            start = 0 if t < T else (math.floor((t - T) / stride) + 1) * stride
+            logits = model(stream[None, start:t + 1])[0][0, -1]
+            total -= F.log_softmax(logits, dim=-1)[stream[t + 1]].item()
+    sliding = evaluation.evaluate_tokens(model, tokens, eot, 1000, stride=stride)
+    assert sliding["tokens"] == len(tokens) and "stride 8" in sliding["scoring"]
+    assert sliding["loss"] == pytest.approx(total / len(tokens), rel=1e-5)
     plain = evaluation.evaluate_tokens(model, tokens, eot, 1000)
-    sliding = evaluation.evaluate_tokens(model, tokens, eot, 1000, stride=8)
-    assert sliding["tokens"] == plain["tokens"] == len(tokens) and "stride 8" in sliding["scoring"]
     assert sliding["loss"] != plain["loss"]  # the same tokens, scored with other contexts
-    assert evaluation.evaluate_tokens(model, tokens, eot, 1000, stride=32)["loss"] == plain["loss"]
+    assert evaluation.evaluate_tokens(model, tokens, eot, 1000, stride=T)["loss"] == plain["loss"]
     with pytest.raises(ConfigError, match="--stride"):
-        evaluation.evaluate_tokens(model, tokens, eot, 1000, stride=33)
+        evaluation.evaluate_tokens(model, tokens, eot, 1000, stride=T + 1)
 
 
 def test_document_sample_is_whole_documents(trained):
