@@ -280,8 +280,10 @@ def _unspell(text):
 class Tokenizer:
     """A byte-level BPE tokenizer.
 
-    vocab: id -> bytes, with all 256 single bytes, one token per merge, and optionally the special
-    tokens' bytes. merges: (bytes_a, bytes_b) in the order learned, the first merged first.
+    vocab: id -> bytes, with all 256 single bytes and one token per merge. It may hold tokens that no merge
+    makes, as real vocabulary files do (GPT-2's <|endoftext|>, reserved tokens): such a token decodes to its
+    bytes, and encoding produces it only if it is one of the special tokens.
+    merges: (bytes_a, bytes_b) in the order learned, the first merged first.
     special_tokens: strings matched whole in `encode`; one missing from `vocab` gets the next free id.
     Attributes: .vocab (incl. special tokens), .merges, .special_tokens (str -> id), .pattern.
 
@@ -324,13 +326,12 @@ class Tokenizer:
                 raise ValueError(f"merge {rank} ({_spell(a)} {_spell(b)}) {problem}")
             made.add(a + b)
             self._pair_ranks[id_of[a], id_of[b]] = (rank, id_of[a + b])
-        if len(made) < len(id_of):
-            extra = next(t for t in id_of if t not in made)
-            raise ValueError(f"vocab token {extra!r} is neither a byte, a merge result nor a special token")
 
+        # Only bytes and merge results are ranked: tiktoken would build any ranked token out of its pieces,
+        # and a token no merge makes must come out of encoding only as a special token.
         merged_ids = [id_of[a + b] for a, b in self.merges]
         if all(i < j for i, j in zip(merged_ids, merged_ids[1:])):
-            ranks, special_ranks, self._rank_to_id = id_of, self.special_tokens, None
+            ranks, special_ranks, self._rank_to_id = {t: id_of[t] for t in made}, self.special_tokens, None
         else:
             ranks = {bytes([b]): b for b in range(256)}
             ranks.update((a + b, 256 + k) for k, (a, b) in enumerate(self.merges))

@@ -870,6 +870,27 @@ def test_save_load_round_trip(bpe_tok, bpe_shuffled, tmp_path):
     assert "Ġthe" in state["vocab"] and state["special_tokens"] == {EOT: bpe_shuffled[1][399]}
 
 
+def test_vocab_tokens_no_merge_makes_decode_but_come_out_only_as_special_tokens(bpe_tok, bpe_shuffled, tmp_path):
+    """Real vocabulary files hold tokens no merge makes (GPT-2's <|endoftext|>, reserved tokens), and course
+    tests build tokenizers from such a (vocab, merges) without naming them special."""
+    kalo = b" ka" + b"lo"  # " kalomi" encodes as " ka" "lo" "mi": its pieces are there, but no merge joins them
+    assert [bpe_tok.vocab[i] for i in bpe_tok.encode(" kalomi")][:2] == [b" ka", b"lo"]
+    texts = BPE_TEXTS + [" kalomi", "<|reserved_0|>", _bpe_corpus(5, seed=9)]
+    for tok, ids in ((bpe_tok, {i: i for i in bpe_tok.vocab}), bpe_shuffled):
+        eot, extra = ids[399], {max(tok.vocab) + 1: kalo, max(tok.vocab) + 2: b"<|reserved_0|>"}
+        vocab = {**tok.vocab, **extra}
+        plain = bpe.Tokenizer(vocab, tok.merges)  # <|endoftext|> too is just a vocab token here
+        assert plain.special_tokens == {} and plain.vocab_size == tok.vocab_size + 2
+        for text in texts:
+            assert plain.encode(text) == tok.encode_ordinary(text) == plain.encode_reference(text), text
+        assert plain.decode([eot, *extra]) == EOT + " kalo<|reserved_0|>"
+        special = bpe.Tokenizer(vocab, tok.merges, [EOT, "<|reserved_0|>"])
+        assert special.encode(EOT + " kalomi<|reserved_0|>") == [eot, *tok.encode(" kalomi"), max(extra)]
+        plain.save(tmp_path / "tokenizer.json")
+        loaded = bpe.load_tokenizer(str(tmp_path / "tokenizer.json"))
+        assert loaded.vocab == vocab and [loaded.encode(t) for t in texts] == [plain.encode(t) for t in texts]
+
+
 @pytest.mark.skipif(not os.path.isdir(os.path.join(BPE_SHARED, "tiktoken_cache")),
                     reason="needs OpenAI's GPT-2 files in ../shared/tiktoken_cache")
 def test_gpt2_files_give_tiktoken_ids():
@@ -877,6 +898,8 @@ def test_gpt2_files_give_tiktoken_ids():
     from_files = bpe.Tokenizer.from_gpt2_files(os.path.join(cache, "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6"),
                                                os.path.join(cache, "6d1cbeee0f20b3d9449abfede4726ed8212e3aee"))
     reference = tiktoken.get_encoding("gpt2")
+    plain = bpe.Tokenizer(from_files.vocab, from_files.merges)  # as course tests load it: no special tokens
+    assert plain.encode(EOT) == reference.encode_ordinary(EOT) and plain.decode([50256]) == EOT
     for tok in (from_files, bpe.load_tokenizer("gpt2")):
         assert tok.eot_id == 50256 and tok.vocab_size == 50257
         for text in BPE_TEXTS + [_bpe_corpus(20)]:
@@ -937,8 +960,8 @@ def test_bad_tokenizer_files(bpe_tok, tmp_path):
     byte_vocab = {i: bytes([i]) for i in range(256)}
     with pytest.raises(ValueError, match="makes a token that is not in the vocabulary"):
         bpe.Tokenizer(byte_vocab, [(b"a", b"b")])
-    with pytest.raises(ValueError, match="neither a byte, a merge result nor a special token"):
-        bpe.Tokenizer({**byte_vocab, 256: b"xyz"}, [])
+    with pytest.raises(ValueError, match=r"vocab ids 97 and 256 are both b'a'"):
+        bpe.Tokenizer({**byte_vocab, 256: b"a"}, [])
     with pytest.raises(ValueError, match="lacks 1 single bytes"):
         bpe.Tokenizer({i: bytes([i]) for i in range(255)}, [])
 
