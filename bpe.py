@@ -280,8 +280,10 @@ def _unspell(text):
 class Tokenizer:
     """A byte-level BPE tokenizer.
 
-    vocab: id -> bytes, with all 256 single bytes, one token per merge, and optionally the special
-    tokens' bytes. merges: (bytes_a, bytes_b) in the order learned, the first merged first.
+    vocab: id -> bytes, with all 256 single bytes and one token per merge. It may hold tokens that no merge
+    makes, as real vocabulary files do (GPT-2's <|endoftext|>, reserved tokens): such a token decodes to its
+    bytes, and encoding produces it only if it is one of the special tokens.
+    merges: (bytes_a, bytes_b) in the order learned, the first merged first.
     special_tokens: strings matched whole in `encode`; one missing from `vocab` gets the next free id.
     Attributes: .vocab (incl. special tokens), .merges, .special_tokens (str -> id), .pattern.
 
@@ -324,13 +326,12 @@ class Tokenizer:
                 raise ValueError(f"merge {rank} ({_spell(a)} {_spell(b)}) {problem}")
             made.add(a + b)
             self._pair_ranks[id_of[a], id_of[b]] = (rank, id_of[a + b])
-        if len(made) < len(id_of):
-            extra = next(t for t in id_of if t not in made)
-            raise ValueError(f"vocab token {extra!r} is neither a byte, a merge result nor a special token")
 
+        # Only bytes and merge results are ranked: tiktoken would build any ranked token out of its pieces,
+        # and a token no merge makes must come out of encoding only as a special token.
         merged_ids = [id_of[a + b] for a, b in self.merges]
         if all(i < j for i, j in zip(merged_ids, merged_ids[1:])):
-            ranks, special_ranks, self._rank_to_id = id_of, self.special_tokens, None
+            ranks, special_ranks, self._rank_to_id = {t: id_of[t] for t in made}, self.special_tokens, None
         else:
             ranks = {bytes([b]): b for b in range(256)}
             ranks.update((a + b, 256 + k) for k, (a, b) in enumerate(self.merges))
@@ -432,21 +433,51 @@ class Tokenizer:
         """Write one human-readable JSON file. Tokens are spelled with GPT-2's byte -> character map
         ('Ġthe' is b' the', 'Ċ' a newline; see `_bytes_to_unicode`), merges as "a b" strings, as in
         OpenAI's encoder.json and vocab.bpe."""
-        special_bytes = {s.encode("utf-8") for s in self.special_tokens}
         state = {
             "format": "bpe.py byte-level BPE",
             "pattern": self.pattern,
             "special_tokens": self.special_tokens,
-            "merges": [f"{_spell(a)} {_spell(b)}" for a, b in self.merges],
-            "vocab": {_spell(t): i for i, t in sorted(self.vocab.items()) if t not in special_bytes},
+            "merges": self._spelled_merges(),
+            "vocab": self._spelled_vocab(),
         }
-        try:  # configurator.atomic_write's way, spelled out: bpe.py stays importable without torch
-            with open(f"{path}.tmp", "w", encoding="utf-8") as f:
-                json.dump(state, f, ensure_ascii=False, indent=1)
-            os.replace(f"{path}.tmp", path)  # atomic: an interrupted save never leaves half a tokenizer
-        finally:
-            if os.path.exists(f"{path}.tmp"):  # a failed save leaves no stray file either
-                os.remove(f"{path}.tmp")
+        _write_atomically(path, json.dumps(state, ensure_ascii=False, indent=1))
+
+    def save_hf(self, folder, model_max_length=None):
+        """Write Hugging Face's GPT-2 tokenizer files (vocab.json, merges.txt, tokenizer_config.json,
+        special_tokens_map.json) into `folder`, so that transformers.AutoTokenizer.from_pretrained(folder)
+        gives the ids of `encode`: its GPT2Tokenizer is this same byte-level BPE, with GPT-2's pre-tokenizer
+        and byte spelling. <|endoftext|>, if the tokenizer has it, becomes the bos, eos and unk token, and is
+        put before each text (add_bos_token), as sample.py puts it before each prompt; `add_special_tokens=False`
+        leaves it out. model_max_length: the context length of the model the tokenizer goes with, if any.
+        OpenAI's tokenizer gets its own encoder.json and vocab.bpe back, under Hugging Face's names."""
+        if self.pattern != GPT2_SPLIT_PATTERN:
+            raise ValueError(f"Hugging Face's GPT-2 tokenizer splits text with GPT-2's pattern only, and this "
+                             f"tokenizer uses another one ({self.pattern!r})")
+        eot = EOT if EOT in self.special_tokens else None
+        special = {"bos_token": eot, "eos_token": eot, "unk_token": eot,
+                   "additional_special_tokens": [s for s in self.special_tokens if s != EOT]}
+        config = {"tokenizer_class": "GPT2Tokenizer", **special,  # None: not GPT2Tokenizer's default <|endoftext|>
+                  "add_bos_token": eot is not None, "add_prefix_space": False,
+                  "clean_up_tokenization_spaces": False}  # True would turn " ." into "." when decoding
+        if model_max_length is not None:
+            config["model_max_length"] = model_max_length
+        files = {
+            "vocab.json": json.dumps({**self._spelled_vocab(), **self.special_tokens}, ensure_ascii=False),
+            "merges.txt": "".join(line + "\n" for line in ["#version: 0.2", *self._spelled_merges()]),
+            "tokenizer_config.json": json.dumps(config, ensure_ascii=False, indent=1),
+            "special_tokens_map.json": json.dumps({k: v for k, v in special.items() if v}, ensure_ascii=False, indent=1),
+        }
+        os.makedirs(folder, exist_ok=True)
+        for name, text in files.items():
+            _write_atomically(os.path.join(folder, name), text)
+
+    def _spelled_vocab(self):
+        """{spelled token: id} of every token but the special ones, as in `save`'s file and GPT-2's vocab.json."""
+        special_bytes = {s.encode("utf-8") for s in self.special_tokens}
+        return {_spell(t): i for i, t in sorted(self.vocab.items()) if t not in special_bytes}
+
+    def _spelled_merges(self):
+        return [f"{_spell(a)} {_spell(b)}" for a, b in self.merges]
 
     @classmethod
     def load(cls, path):
@@ -491,6 +522,17 @@ class Tokenizer:
                 raise ValueError(f"merge {line!r} is not two tokens separated by one space")
             pairs.append((_unspell(a), _unspell(b)))
         return cls(ids, pairs, list(special_tokens), pattern)
+
+
+def _write_atomically(path, text):
+    """configurator.atomic_write's way, spelled out: bpe.py stays importable without torch."""
+    try:
+        with open(f"{path}.tmp", "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(f"{path}.tmp", path)  # atomic: an interrupted save never leaves half a tokenizer
+    finally:
+        if os.path.exists(f"{path}.tmp"):  # a failed save leaves no stray file either
+            os.remove(f"{path}.tmp")
 
 
 GPT2_URL = "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/"

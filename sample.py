@@ -6,6 +6,7 @@ Generate text with a trained model, printing tokens as they come:
     python sample.py --out_dir=out --greedy                    # same as --temperature=0
     python sample.py --out_dir=out --start=FILE:prompt.txt     # the prompt from a file
     python sample.py --out_dir=out --strategy=compare          # greedy, top-k and nucleus, one under the other
+    python sample.py --out_dir=out --export_hf=hf-model        # a folder for transformers.pipeline instead
 
 Sampling follows Hugging Face's conventions: --top_k=0 and --top_p=1.0 switch those filters off.
 Generation stops at the end-of-text token or after max_new_tokens, and ends with a tokens/s figure.
@@ -16,6 +17,7 @@ This file also holds load(), which eval.py shares: an out_dir (or a shipped pret
 import os
 import shutil
 import sys
+import tempfile
 import time
 
 import torch
@@ -37,6 +39,7 @@ greedy = False  # always take the most likely token (same as --temperature=0)
 strategy = "sample"  # 'sample' (the settings above) or 'compare' (greedy, top-k 50 and nucleus 0.9)
 seed = 1337
 export = ""  # instead of sampling, write a small shareable copy of out_dir's model to this folder
+export_hf = ""  # instead of sampling, write out_dir's model and tokenizer as a Hugging Face folder here
 compile = False  # torch.compile the per-token step first: faster generation, after seconds to minutes of compiling
 device = "auto"
 dtype = "auto"
@@ -98,6 +101,29 @@ def export_model(out_dir, ckpt, dest):
                 shutil.copyfile(os.path.join(out_dir, name), tmp)
     size = sum(os.path.getsize(os.path.join(dest, f)) for f in os.listdir(dest))
     print(f"wrote {dest} from {path}: {size / 1e6:.1f} MB")
+
+
+def export_hugging_face(out_dir, ckpt, dest):
+    """Write dest/ as a Hugging Face GPT-2 folder: config.json and the float32 weights (GPT.save_pretrained)
+    and the tokenizer's files (Tokenizer.save_hf), with <|endoftext|> as bos and eos, so that
+    transformers.pipeline("text-generation", model=dest) continues a prompt as sample.py does. The files are
+    written in a temporary folder first and moved into dest only when all are there."""
+    model, tokenizer, meta = load(out_dir, ckpt)
+    check_writable(os.path.join(dest, "config.json"))
+    with tempfile.TemporaryDirectory(dir=dest, prefix=".export-") as tmp:  # inside dest: same filesystem
+        try:
+            model.save_pretrained(tmp, eot_id=tokenizer.eot_id)
+            tokenizer.save_hf(tmp, model_max_length=model.config.block_size)
+        except ImportError:
+            raise ConfigError("--export_hf needs the transformers package: pip install transformers")
+        except ValueError as e:
+            raise ConfigError(f"cannot export {meta['checkpoint_path']} for Hugging Face: {e}")
+        names = os.listdir(tmp)
+        for name in names:
+            os.replace(os.path.join(tmp, name), os.path.join(dest, name))
+    size = sum(os.path.getsize(os.path.join(dest, name)) for name in names)
+    print(f"wrote {dest} from {meta['checkpoint_path']}: {size / 1e6:.1f} MB, "
+          f"for transformers.pipeline('text-generation', model={dest!r})")
 
 
 def load_tokenizer(folder, spec):
@@ -211,8 +237,12 @@ def compile_generation(model, prompt):
 
 
 def main():
-    if export:
-        return export_model(out_dir, ckpt, export)
+    if export or export_hf:
+        if export:
+            export_model(out_dir, ckpt, export)
+        if export_hf:
+            export_hugging_face(out_dir, ckpt, export_hf)
+        return
     dev = pick_device(device)
     device_type = dev.split(":")[0]
     ctx = autocast(device_type, pick_dtype(dtype, device_type))

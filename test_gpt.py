@@ -875,13 +875,55 @@ def test_save_load_round_trip(bpe_tok, bpe_shuffled, tmp_path):
     assert "Ġthe" in state["vocab"] and state["special_tokens"] == {EOT: bpe_shuffled[1][399]}
 
 
+def test_vocab_tokens_no_merge_makes_decode_but_come_out_only_as_special_tokens(bpe_tok, bpe_shuffled, tmp_path):
+    """Real vocabulary files hold tokens no merge makes (GPT-2's <|endoftext|>, reserved tokens), and course
+    tests build tokenizers from such a (vocab, merges) without naming them special."""
+    kalo = b" ka" + b"lo"  # " kalomi" encodes as " ka" "lo" "mi": its pieces are there, but no merge joins them
+    assert [bpe_tok.vocab[i] for i in bpe_tok.encode(" kalomi")][:2] == [b" ka", b"lo"]
+    texts = BPE_TEXTS + [" kalomi", "<|reserved_0|>", _bpe_corpus(5, seed=9)]
+    for tok, ids in ((bpe_tok, {i: i for i in bpe_tok.vocab}), bpe_shuffled):
+        eot, extra = ids[399], {max(tok.vocab) + 1: kalo, max(tok.vocab) + 2: b"<|reserved_0|>"}
+        vocab = {**tok.vocab, **extra}
+        plain = bpe.Tokenizer(vocab, tok.merges)  # <|endoftext|> too is just a vocab token here
+        assert plain.special_tokens == {} and plain.vocab_size == tok.vocab_size + 2
+        for text in texts:
+            assert plain.encode(text) == tok.encode_ordinary(text) == plain.encode_reference(text), text
+        assert plain.decode([eot, *extra]) == EOT + " kalo<|reserved_0|>"
+        special = bpe.Tokenizer(vocab, tok.merges, [EOT, "<|reserved_0|>"])
+        assert special.encode(EOT + " kalomi<|reserved_0|>") == [eot, *tok.encode(" kalomi"), max(extra)]
+        plain.save(tmp_path / "tokenizer.json")
+        loaded = bpe.load_tokenizer(str(tmp_path / "tokenizer.json"))
+        assert loaded.vocab == vocab and [loaded.encode(t) for t in texts] == [plain.encode(t) for t in texts]
+
+
+def test_hugging_face_tokenizer_files_give_the_same_ids(bpe_tok, bpe_shuffled, tmp_path):
+    transformers = pytest.importorskip("transformers")
+    two_specials = bpe.train_bpe([_bpe_corpus().replace(" ran ", " <|pad|> ")], 400, [EOT, "<|pad|>"])
+    texts = BPE_TEXTS + _bpe_random_texts(100) + [_bpe_corpus(5, seed=9), "<|pad|> x<|pad|>" + EOT]
+    for tok in (two_specials, bpe_shuffled[0], bpe_tok):
+        tok.save_hf(tmp_path)
+        hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+        for text in texts:
+            assert hf.encode(text, add_special_tokens=False) == tok.encode(text), text
+            assert hf.decode(tok.encode(text)) == text
+        assert hf("a").input_ids == [tok.eot_id, *tok.encode("a")]  # <|endoftext|> first, as before prompts
+    # the files are GPT-2's formats: bpe.py reads them back as OpenAI's
+    loaded = bpe.Tokenizer.from_gpt2_files(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    assert (loaded.vocab, loaded.merges, loaded.special_tokens) == (bpe_tok.vocab, bpe_tok.merges, bpe_tok.special_tokens)
+    with pytest.raises(ValueError, match="GPT-2's pattern only"):
+        bpe.Tokenizer(bpe_tok.vocab, bpe_tok.merges, pattern=r"\S+|\s+").save_hf(tmp_path)
+
+
 @pytest.mark.skipif(not os.path.isdir(os.path.join(BPE_SHARED, "tiktoken_cache")),
                     reason="needs OpenAI's GPT-2 files in ../shared/tiktoken_cache")
-def test_gpt2_files_give_tiktoken_ids():
+def test_gpt2_files_give_tiktoken_ids(tmp_path):
     cache = os.path.join(BPE_SHARED, "tiktoken_cache")
-    from_files = bpe.Tokenizer.from_gpt2_files(os.path.join(cache, "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6"),
-                                               os.path.join(cache, "6d1cbeee0f20b3d9449abfede4726ed8212e3aee"))
+    encoder_json = os.path.join(cache, "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6")
+    vocab_bpe = os.path.join(cache, "6d1cbeee0f20b3d9449abfede4726ed8212e3aee")
+    from_files = bpe.Tokenizer.from_gpt2_files(encoder_json, vocab_bpe)
     reference = tiktoken.get_encoding("gpt2")
+    plain = bpe.Tokenizer(from_files.vocab, from_files.merges)  # as course tests load it: no special tokens
+    assert plain.encode(EOT) == reference.encode_ordinary(EOT) and plain.decode([50256]) == EOT
     for tok in (from_files, bpe.load_tokenizer("gpt2")):
         assert tok.eot_id == 50256 and tok.vocab_size == 50257
         for text in BPE_TEXTS + [_bpe_corpus(20)]:
@@ -891,6 +933,11 @@ def test_gpt2_files_give_tiktoken_ids():
             assert tok.decode(ids) == text
     for text in BPE_TEXTS[:12]:
         assert from_files.encode_reference(text) == reference.encode(text, allowed_special="all")
+    from_files.save_hf(tmp_path)  # Hugging Face's GPT-2 files are OpenAI's, under other names
+    with open(tmp_path / "vocab.json", encoding="utf-8") as f, open(encoder_json, encoding="utf-8") as g:
+        assert json.load(f) == json.load(g)
+    with open(tmp_path / "merges.txt", encoding="utf-8") as f, open(vocab_bpe, encoding="utf-8") as g:
+        assert f.read().split("\n") == g.read().split("\n")
 
 
 # --- bad input --------------------------------------------------------------------------------------
@@ -942,8 +989,8 @@ def test_bad_tokenizer_files(bpe_tok, tmp_path):
     byte_vocab = {i: bytes([i]) for i in range(256)}
     with pytest.raises(ValueError, match="makes a token that is not in the vocabulary"):
         bpe.Tokenizer(byte_vocab, [(b"a", b"b")])
-    with pytest.raises(ValueError, match="neither a byte, a merge result nor a special token"):
-        bpe.Tokenizer({**byte_vocab, 256: b"xyz"}, [])
+    with pytest.raises(ValueError, match=r"vocab ids 97 and 256 are both b'a'"):
+        bpe.Tokenizer({**byte_vocab, 256: b"a"}, [])
     with pytest.raises(ValueError, match="lacks 1 single bytes"):
         bpe.Tokenizer({i: bytes([i]) for i in range(255)}, [])
 
@@ -1859,6 +1906,46 @@ def test_shipped_model_exports_to_hugging_face_with_the_same_logits(tmp_path):
     x = torch.tensor([sample.encode_prompt(tok, "Once upon a time there was a little dog.")])
     with torch.no_grad():
         assert torch.allclose(hf(x).logits, model(x)[0], atol=1e-4)
+
+
+@pytest.mark.skipif(not os.path.isdir(SHIPPED), reason="no shipped model in this checkout")
+def test_shipped_model_exports_with_its_tokenizer_for_the_text_generation_pipeline(tmp_path, monkeypatch):
+    transformers = pytest.importorskip("transformers")
+    dest = tmp_path / "hf"
+    run_main(sample, monkeypatch, out_dir=SHIPPED, export_hf=str(dest))
+    model, tok, _ = sample.load(SHIPPED)
+    hf_tok = transformers.AutoTokenizer.from_pretrained(dest)
+    stories = tiny_corpus(6, 0)
+    for text in BPE_TEXTS + [EOT.join(stories), "\n\n".join(stories).replace(". ", ".  ")]:
+        assert hf_tok.encode(text, add_special_tokens=False) == tok.encode(text), text
+    generate = transformers.pipeline("text-generation", model=str(dest), device="cpu")
+    for prompt in ("Once upon a time", ""):  # "": a fresh story after <|endoftext|>, as in sample.py
+        ids = sample.encode_prompt(tok, prompt)
+        assert hf_tok(prompt).input_ids == ids
+        greedy = model.generate(torch.tensor([ids]), 60, temperature=0.0, eot_id=tok.eot_id)[0].tolist()
+        hf = generate(prompt, do_sample=False, max_new_tokens=60, return_tensors=True)[0]["generated_token_ids"]
+        assert list(hf) == greedy
+        story = generate(prompt, do_sample=False, max_new_tokens=60)[0]["generated_text"]
+        assert story == prompt + tok.decode([i for i in greedy[len(ids):] if i != tok.eot_id])
+
+
+def test_export_hf_mistakes_are_one_line_and_leave_no_files(trained, tmp_path, monkeypatch):
+    pytest.importorskip("transformers")
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(ConfigError, match="cannot write"):
+        run_main(sample, monkeypatch, out_dir=str(trained["out_dir"]), export_hf=str(tmp_path / "file" / "hf"))
+    out = copy_out_dir(trained, tmp_path)
+    os.remove(out / "tokenizer.json")
+    with pytest.raises(ConfigError, match="tokenizer.json not found"):
+        run_main(sample, monkeypatch, out_dir=str(out), export_hf=str(tmp_path / "hf"))
+
+    def no_room(*args, **kwargs):
+        raise ValueError("no room")
+
+    monkeypatch.setattr(bpe.Tokenizer, "save_hf", no_room)
+    with pytest.raises(ConfigError, match="cannot export .*best.pt for Hugging Face: no room"):
+        run_main(sample, monkeypatch, out_dir=str(trained["out_dir"]), export_hf=str(tmp_path / "hf"))
+    assert os.listdir(tmp_path / "hf") == []  # the weights written before the failure are gone with it
 
 
 @pytest.mark.parametrize("config_file", sorted(os.listdir(os.path.join(REPO, "config"))))
