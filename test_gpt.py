@@ -371,16 +371,18 @@ def test_hugging_face_parity_both_ways(tmp_path):
         for name, p in hf.named_parameters():
             if name.endswith("bias"):
                 p.normal_(0, 0.02)
+            elif "mlp.c_fc" in name:  # GELU inputs of order 1, where its tanh approximation differs from erf's
+                p.normal_(0, 0.2)
     hf.save_pretrained(tmp_path / "hf")
     idx = torch.randint(99, (2, 32))
     ours = GPT.from_pretrained(str(tmp_path / "hf")).eval()  # HF -> ours
     with torch.no_grad():
         reference = hf(idx).logits
-        assert torch.allclose(ours(idx)[0], reference, atol=1e-4)
+        assert torch.allclose(ours(idx)[0], reference, atol=1e-5)  # measured 1.8e-7; erf GELU: 1.4e-4
     ours.save_pretrained(tmp_path / "ours", eot_id=98)  # ours -> HF
     back = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "ours").eval()
     with torch.no_grad():
-        assert torch.allclose(back(idx).logits, reference, atol=1e-4)
+        assert torch.allclose(back(idx).logits, reference, atol=1e-5)
 
 
 def test_configure_optimizers_decays_matrices_only():
