@@ -25,7 +25,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, configure, find_checkpoint,
-                          pick_device, pick_dtype, read_meta, settings)
+                          hold_out_dir, one_line_if_full, pick_device, pick_dtype, read_meta, resume_advice, settings)
 from model import GPT, GPTConfig, PRESETS, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -154,13 +154,14 @@ def numpy_state():
     return [name, keys.tolist(), *rest]
 
 
-def save(path, obj):
-    with atomic_write(path) as tmp:
+def save(path, obj, if_full):
+    """`if_full`: what to do if the disk is full (configurator.resume_advice)."""
+    with atomic_write(path, if_full) as tmp:
         torch.save(obj, tmp)
 
 
-def append_log(path, record):
-    with open(path, "a") as f:
+def append_log(path, record, if_full):
+    with one_line_if_full(path, if_full), open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -305,9 +306,10 @@ def train(overrides=()):
         model = DDP(model, device_ids=[int(dev.split(":")[1])] if device_type == "cuda" else None)
 
     # ---- output folder: self-contained, so sample.py and eval.py need nothing else -------------------
+    # a second launch into this out_dir stops here, before writing anything; held while open: the whole run
+    run_lock = hold_out_dir(out_dir, master, ddp)
     if master:
         try:
-            os.makedirs(out_dir, exist_ok=True)
             for name in ["meta.json"] + ([meta["tokenizer"]] if meta["tokenizer"] != "gpt2" else []):
                 with atomic_write(os.path.join(out_dir, name)) as tmp:
                     shutil.copyfile(os.path.join(data_dir, name), tmp)
@@ -395,7 +397,8 @@ def train(overrides=()):
     def log(**losses):
         """One log.jsonl line: where the run is, the given losses, and its speed."""
         append_log(log_path, dict(iter=iter_num, epoch=tokens_seen / epoch_tokens, tokens=tokens_seen, lr=lr, **losses,
-                                  tok_per_sec=tok_per_sec, mfu=mfu, elapsed=elapsed_before + time.time() - t_start))
+                                  tok_per_sec=tok_per_sec, mfu=mfu, elapsed=elapsed_before + time.time() - t_start),
+                   resume_advice(out_dir, saved_at))
 
     def evaluate_and_save():
         nonlocal best_val_loss
@@ -405,7 +408,7 @@ def train(overrides=()):
             print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
             if losses["val"] < best_val_loss:
                 best_val_loss = losses["val"]
-                save(os.path.join(out_dir, "best.pt"), checkpoint_state())
+                save(os.path.join(out_dir, "best.pt"), checkpoint_state(), resume_advice(out_dir, saved_at))
 
     # ---- the loop -------------------------------------------------------------------------------------
     if master:
@@ -469,7 +472,7 @@ def train(overrides=()):
             if not weights_look_finite(*batches[-1]):
                 diverged("the weights after this step are not finite or give a non-finite loss")
             if master:
-                save(os.path.join(out_dir, "ckpt.pt"), checkpoint_state())
+                save(os.path.join(out_dir, "ckpt.pt"), checkpoint_state(), resume_advice(out_dir, saved_at))
             saved_at = iter_num
     if master:
         print(f"done: {iter_num - done_at_start} steps in {time.time() - t_start:.1f}s; best val loss "
