@@ -554,7 +554,7 @@ if __name__ == "__main__":
     # python bpe.py --input=../shared/data/tinystories/train.txt --vocab_size=8192 --out=tokenizer.json
     import time
 
-    from configurator import check_writable, configure
+    from configurator import check_writable, configure, one_line_if_full
     config = dict(input="../shared/data/tinystories/train.txt", vocab_size=8192, out="tokenizer.json")
     configure(config)
     check_writable(config["out"])
@@ -563,6 +563,8 @@ if __name__ == "__main__":
         tokenizer = train_bpe(config["input"], config["vocab_size"], progress=True)
     except ValueError as e:
         raise SystemExit(f"error: {e}")
-    tokenizer.save(config["out"])
+    # Tokenizer.save, which may not exit as a library, reports a full disk as an OSError with its errno
+    with one_line_if_full(config["out"]):
+        tokenizer.save(config["out"])
     print(f"trained {len(tokenizer.merges)} merges in {time.perf_counter() - started:.1f} s, "
           f"vocab_size={tokenizer.vocab_size}, saved to {config['out']}")

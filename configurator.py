@@ -11,13 +11,17 @@ must have the default's type, so a typo fails loudly instead of training the wro
 `--flag` alone sets a boolean setting (or an automatic one, whose default is None) to True.
 
 It also owns what every script does the same way: which device to run on, the autocast context
-that goes with it, writing output files atomically, and reading JSON-lines files.
+that goes with it, writing output files atomically (and a full disk as one line), holding a run's
+folder against a second launch, and reading JSON-lines files.
 """
 import ast
 import contextlib
 import difflib
+import errno
 import json
 import os
+import shutil
+import socket
 import sys
 
 import torch
@@ -174,19 +178,109 @@ def peak_flops(device_name):
     return None
 
 
+def disk_is_full(error, folder):
+    """Whether `error`, raised while writing into `folder`, means its disk (or the user's quota) is full."""
+    if getattr(error, "errno", None) is not None:
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    # torch.save (a RuntimeError, chained to another) and numpy's tofile (an OSError) lose the errno: then free space
+    # decides, measured while the half-written file still fills the disk (a quota torch.save exceeds goes unnoticed)
+    try:
+        return shutil.disk_usage(folder).free < 2**20
+    except OSError:
+        return False
+
+
+ELSEWHERE = "the previous version, if any, is intact; free some space, or write to another disk"
+
+
 @contextlib.contextmanager
-def atomic_write(path):
+def one_line_if_full(path, then=ELSEWHERE):
+    """A full disk while the block writes `path` ends the run with one line that names the file, then `then`:
+    what is intact and what to do, which the script knows best. Other errors pass unchanged."""
+    try:
+        yield
+    except Exception as e:
+        if not disk_is_full(e, os.path.dirname(path) or "."):
+            raise
+        reason = getattr(e, "strerror", None) or os.strerror(errno.ENOSPC)
+        raise ConfigError(f"no space left to write {path} ({reason}); {then}") from e
+
+
+@contextlib.contextmanager
+def atomic_write(path, then=ELSEWHERE):
     """Yield a temporary path next to `path`; rename it into place only if the block succeeds. A crash
-    or Ctrl-C halfway leaves the previous file intact and no half-written file that looks complete."""
+    or Ctrl-C halfway leaves the previous file intact and no half-written file that looks complete;
+    a full disk is one line ending in `then` (see one_line_if_full)."""
     tmp = f"{path}.tmp"
     try:
-        yield tmp
-        with open(tmp, "r+b") as f:  # on disk before it has the name: a power cut cannot leave an empty file
-            os.fsync(f.fileno())
-        os.replace(tmp, path)  # atomic on POSIX and Windows when both are on one filesystem
+        with one_line_if_full(path, then):  # inside: the check of free space needs the temporary still there
+            yield tmp
+            with open(tmp, "r+b") as f:  # on disk before it has the name: a power cut cannot leave an empty file
+                os.fsync(f.fileno())
+            os.replace(tmp, path)  # atomic on POSIX and Windows when both are on one filesystem
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def resume_advice(out_dir, step):
+    """What to do when train.py's disk fills, given the step its ckpt.pt holds (None: none yet)."""
+    if step is None:
+        return "no ckpt.pt to resume from was saved yet: free some space or pick another disk, and start afresh in a " \
+               "new --out_dir"
+    return (f"{os.path.join(out_dir, 'ckpt.pt')} holds step {step}, intact: free some space and continue it with "
+            f"--init_from=resume, or copy {out_dir} to another disk and resume the copy with --out_dir=COPY "
+            f"--init_from=resume")
+
+
+def hold_out_dir(out_dir, holder=True, distributed=False):
+    """Make sure no other run writes to out_dir while this one does: two launches of one command would mix their
+    log lines and replace each other's checkpoints. The lock is flock's on out_dir/run.lock, which the OS drops
+    when the process ends, however it ends, so a killed run never blocks its resume. Keep the returned file open
+    for as long as the run writes. Where flock fails (some NFS setups) the run goes on unlocked, with a warning.
+    Under torchrun only the process that writes (`holder`, rank 0) locks; with `distributed` the others learn
+    whether it could, and stop with it instead of failing later in a collective that it never joins."""
+    lock, refusal = None, None
+    if holder:
+        try:
+            lock = _lock(out_dir)
+        except ConfigError as e:
+            refusal = e
+    if distributed:  # each prints rank 0's line: torchrun may kill rank 0 before it does, once another has exited
+        line = [refusal and refusal.code]
+        torch.distributed.broadcast_object_list(line, src=0)
+        if line[0] and not holder:
+            raise SystemExit(line[0])
+    if refusal:
+        raise refusal
+    return lock
+
+
+def _lock(out_dir):
+    """out_dir/run.lock, open and locked by this process (or unlocked, with a warning, where flock fails)."""
+    path = os.path.join(out_dir, "run.lock")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+        lock = open(path, "a+")
+    except OSError as e:
+        raise ConfigError(f"cannot write to {out_dir} ({e.strerror}); pass a writable --out_dir")
+    try:
+        import fcntl  # POSIX only: elsewhere (Windows) too the run goes on unlocked
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        who = lock.read().strip() or "a process that has not written its id yet"
+        lock.close()
+        raise ConfigError(f"{out_dir} is in use by another run ({who}); let it finish or stop it, or pass "
+                          f"another --out_dir")
+    except (ImportError, OSError) as e:
+        print(f"warning: cannot lock {path} ({e}); going on unlocked, so do not start a second run in {out_dir}",
+              file=sys.stderr)
+        return lock
+    lock.truncate(0)  # "a+" writes at the end, which is now the start
+    lock.write(f"pid {os.getpid()} on {socket.gethostname()}\n")  # who holds it, for the message above
+    lock.flush()
+    return lock
 
 
 def check_writable(path):

@@ -44,7 +44,7 @@ import numpy as np
 from tqdm import tqdm
 
 import bpe
-from configurator import ConfigError, atomic_write, configure, json_lines
+from configurator import ConfigError, atomic_write, configure, json_lines, one_line_if_full
 
 # -----------------------------------------------------------------------------
 # settings, overridden from the command line: python prepare.py --dataset=... --vocab_size=32000
@@ -366,7 +366,9 @@ def encode_splits(plan, spec, paths, num_proc):
         bar = stack.enter_context(tqdm(desc="encoding", unit="B", unit_scale=True))
         tasks = batches(labelled_items(plan))
         for split, ids, docs, nbytes in map_in_order(encode_batch, tasks, num_proc, init_worker, (spec,)):
-            ids.tofile(files[split])
+            # a full disk named here: the atomic_write of each of the three files sees it, the last opened first
+            with one_line_if_full(paths[split]):
+                ids.tofile(files[split])
             stats[split]["docs"] += docs
             stats[split]["tokens"] += len(ids)
             stats[split]["bytes"] += nbytes

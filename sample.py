@@ -57,6 +57,9 @@ def load(out_dir, ckpt="best", device="cpu"):
     path = find_checkpoint(out_dir, ckpt)
     try:
         checkpoint = read_checkpoint(path)
+    except ValueError as e:
+        raise ConfigError(str(e))  # its sentence names the file already
+    try:
         config = GPTConfig(**checkpoint["model_args"])
     except (TypeError, ValueError) as e:
         raise ConfigError(f"{path}: {e}")

@@ -3,6 +3,8 @@ The test suite: `python -m pytest -q test_gpt.py`. Every test makes its own smal
 runs it without ../shared or the network (the one GPT-2 tokenizer-file check skips without them).
 """
 import dataclasses
+import errno
+import gc
 import itertools
 import json
 import math
@@ -11,9 +13,11 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -130,6 +134,50 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
             open(tmp, "w").write("half")
             raise RuntimeError("crash while writing")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["out.txt"]
+
+
+@pytest.mark.parametrize("error, free", [
+    (OSError(errno.ENOSPC, "No space left on device"), None),  # open, write, json.dump, shutil.copyfile
+    (OSError(errno.EDQUOT, "Disk quota exceeded"), None),
+    (RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534"), 0),  # torch.save
+    (OSError("1000000 requested and 0 written"), 0),  # numpy's tofile
+])
+def test_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, error, free):
+    """What each library raises when the disk fills; errors without an errno come with no space left."""
+    if free is not None:
+        monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.SimpleNamespace(free=free))
+    path = tmp_path / "eval.json"
+    path.write_text("old")
+    with pytest.raises(ConfigError) as full:
+        with configurator.atomic_write(str(path), "do this") as tmp:
+            open(tmp, "w").write("half")
+            raise error
+    assert str(full.value).startswith(f"error: no space left to write {path} (") and "\n" not in str(full.value)
+    assert str(full.value).endswith("; do this")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["eval.json"]
+
+
+def test_other_write_errors_are_not_taken_for_a_full_disk(tmp_path):
+    for error in (RuntimeError("not a tensor"), OSError(errno.EACCES, "Permission denied")):  # on a roomy disk
+        with pytest.raises(type(error)):
+            with configurator.atomic_write(str(tmp_path / "out.pt")):
+                raise error
+
+
+def test_out_dir_lock_names_its_holder_and_warns_where_flock_fails(tmp_path, monkeypatch, capsys):
+    import fcntl
+    held = configurator.hold_out_dir(str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match=rf"run is in use by another run \(pid {os.getpid()} on {socket.gethostname()}\)"):
+        configurator.hold_out_dir(str(tmp_path / "run"))
+    held.close()  # what the OS does when the holder dies
+    configurator.hold_out_dir(str(tmp_path / "run")).close()
+
+    def unsupported(file, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", unsupported)  # storage without flock, as some NFS setups
+    assert configurator.hold_out_dir(str(tmp_path / "nfs"))
+    assert "going on unlocked" in capsys.readouterr().err
 
 
 # ================================================================================================
@@ -443,15 +491,15 @@ def test_batches_are_next_token_windows(tmp_path):
 
 def test_checkpoint_save_is_atomic(tmp_path, monkeypatch):
     path = str(tmp_path / "ckpt.pt")
-    save(path, {"iter_num": 1})
+    save(path, {"iter_num": 1}, "")
 
-    def crash(obj, f):  # write half a file, then die, like a full disk or a kill
+    def crash(obj, f):  # write half a file, then die, like a kill or a failing disk
         open(f, "wb").write(b"PK\x03\x04 half a checkpoint")
-        raise OSError("disk full")
+        raise OSError("input/output error")
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(OSError):
-        save(path, {"iter_num": 2})
+        save(path, {"iter_num": 2}, "")
     monkeypatch.undo()
     assert torch.load(path)["iter_num"] == 1 and os.listdir(tmp_path) == ["ckpt.pt"]
 
@@ -483,6 +531,18 @@ def run_train(*args, check=True, launcher=(sys.executable,)):
     if check and proc.returncode != 0:
         raise AssertionError(proc.stdout + proc.stderr)
     return proc
+
+
+def train_here(argv):
+    """train.py's command in this process, to spare an interpreter start; the signal handlers that train()
+    installs are put back afterwards."""
+    import train as training
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        training.main(argv)
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
 
 
 def read_log(out_dir):
@@ -557,6 +617,81 @@ def test_sigint_finishes_the_step_saves_and_exits(token_data, tmp_path):
     assert proc.returncode == 0, err
     checkpoint = torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=True)
     assert 2 <= checkpoint["iter_num"] < 100000 and "saving" in out
+
+
+@pytest.mark.parametrize("fault", ["ckpt.pt", "log.jsonl"])
+def test_full_disk_names_the_file_and_the_intact_checkpoint(token_data, tmp_path, monkeypatch, fault):
+    """The disk fills once ckpt.pt holds step 2: torch.save then raises a RuntimeError without an errno and leaves
+    no space; a log line is cut off by an OSError(ENOSPC). One line says so, and the run resumes from step 2."""
+    out_dir = tmp_path / "out"
+    real_save, real_open = torch.save, open
+
+    def save_to_a_full_disk(obj, f):
+        if f.endswith("ckpt.pt.tmp") and os.path.exists(out_dir / "ckpt.pt"):
+            real_open(f, "wb").write(b"PK\x03\x04 half a checkpoint")
+            monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.SimpleNamespace(free=0))
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+        real_save(obj, f)
+
+    def open_on_a_full_disk(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if mode == "a" and os.path.exists(out_dir / "ckpt.pt"):
+            write = f.write
+
+            def write_part(text):  # the line cut off where the disk filled
+                write(text[:10])
+                raise OSError(errno.ENOSPC, "No space left on device")
+
+            f.write = write_part
+        return f
+
+    import train as training
+    if fault == "ckpt.pt":
+        monkeypatch.setattr(torch, "save", save_to_a_full_disk)
+    else:
+        monkeypatch.setattr(training, "open", open_on_a_full_disk, raising=False)
+    with pytest.raises(ConfigError) as full:
+        train_here([*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=6",
+                                 "--ckpt_interval=2", "--eval_interval=100"])
+    message = str(full.value)
+    del full
+    monkeypatch.undo()
+    gc.collect()  # the failed run's frames, which the exception kept, and with them its lock on out_dir
+    assert message.startswith(f"error: no space left to write {out_dir / fault} (No space left on device); ")
+    assert f"{out_dir / 'ckpt.pt'} holds step 2, intact: free some space and continue it with --init_from=resume" \
+           in message and "\n" not in message
+    assert torch.load(out_dir / "ckpt.pt", weights_only=True)["iter_num"] == 2
+    assert not [name for name in os.listdir(out_dir) if name.endswith(".tmp")]
+    train_here([f"--out_dir={out_dir}", "--init_from=resume"])
+    assert [r["iter"] for r in read_log(out_dir) if "val_loss" not in r] == list(range(1, 7))
+
+
+def test_a_second_launch_into_a_running_out_dir_refuses(token_data, tmp_path, monkeypatch):
+    """The same command run twice, or a job requeued while its first copy still runs: the second launch stops in
+    one line naming the first, which goes on unharmed; once the first is killed, the OS has dropped its lock, and
+    the folder resumes. (Under torchrun every process of the second launch stops with that line: checked by
+    hand, as a torchrun start would double this test's time.)"""
+    out_dir = str(tmp_path / "out")
+    first = subprocess.Popen([sys.executable, "train.py", *TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}",
+                              "--max_iters=100000", "--eval_interval=100000", "--log_interval=10", "--ckpt_interval=20"],
+                             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    ckpt, log = os.path.join(out_dir, "ckpt.pt"), os.path.join(out_dir, "log.jsonl")
+    deadline = time.time() + 60
+    while not os.path.exists(ckpt) and time.time() < deadline:
+        time.sleep(0.2)
+    with pytest.raises(ConfigError) as second:
+        train_here([f"--out_dir={out_dir}", "--init_from=resume"])
+    assert str(second.value).startswith(f"error: {out_dir} is in use by another run (pid {first.pid} on "
+                                        f"{socket.gethostname()})")
+    lines = len(open(log).readlines())
+    wait_for_log_lines(log, lines + 2)
+    assert first.poll() is None, first.stderr.read()  # still training
+    first.kill()
+    first.wait()
+    step = torch.load(ckpt, weights_only=True)["iter_num"]
+    train_here([f"--out_dir={out_dir}", "--init_from=resume", f"--max_iters={step + 10}"])
+    assert [r["iter"] for r in read_log(out_dir) if "val_loss" not in r] == list(range(10, step + 11, 10))
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker processes through /proc")
@@ -655,9 +790,8 @@ def test_ddp_processes_draw_their_own_dropout_masks(token_data, tmp_path):
 def test_train_bad_input_is_one_line(token_data, tmp_path, args, message):
     """In this process, to spare an interpreter start per case: a ConfigError is what the command line
     prints as one line without a traceback (the tests above and below run the real command)."""
-    import train as training
     with pytest.raises(ConfigError) as error:
-        training.main([f"--data_dir={token_data}", f"--out_dir={tmp_path / 'out'}", "--device=cpu", *args])
+        train_here([f"--data_dir={token_data}", f"--out_dir={tmp_path / 'out'}", "--device=cpu", *args])
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
@@ -665,7 +799,7 @@ def test_train_refuses_unwritable_out_dir_and_resume_of_another_shape(token_data
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={blocker / 'out'}", check=False)
-    assert "cannot write to out_dir" in proc.stderr and "Traceback" not in proc.stderr
+    assert f"cannot write to {blocker / 'out'} (Not a directory)" in proc.stderr and "Traceback" not in proc.stderr
     out_dir = str(tmp_path / "out")
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=2")
     proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", check=False)  # forgot resume
@@ -1467,8 +1601,9 @@ def test_load_rejects_broken_folders(trained, tmp_path):
 
     out = copy_out_dir(trained, tmp_path)
     (out / "ckpt.pt").write_bytes((out / "ckpt.pt").read_bytes()[:1000])  # cut off while copying
-    with pytest.raises(ConfigError, match="not a readable checkpoint"):
+    with pytest.raises(ConfigError, match="not a readable checkpoint") as error:
         sample.load(str(out), "last")
+    assert str(error.value).count(str(out / "ckpt.pt")) == 1  # named once, not by read_checkpoint and again by load
 
     os.remove(out / "meta.json")
     with pytest.raises(ConfigError, match="no meta.json"):

@@ -28,7 +28,8 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, configure, find_checkpoint,
-                          peak_flops, pick_device, pick_dtype, read_meta, settings)
+                          hold_out_dir, one_line_if_full, peak_flops, pick_device, pick_dtype, read_meta,
+                          resume_advice, settings)
 from model import GPT, GPTConfig, PRESETS, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -299,10 +300,9 @@ def restore_training_state(checkpoint, optimizer, scaler, sampler, procs, seed):
 
 
 def prepare_out_dir(run, meta, resumed_at):
-    """The output folder, self-contained (sample.py and eval.py need nothing else): meta.json and the
-    tokenizer beside the checkpoints. A resumed run drops the log lines of steps it will run again."""
+    """The output folder (created by hold_out_dir), self-contained, as sample.py and eval.py need nothing else:
+    meta.json and the tokenizer beside the checkpoints. A resumed run drops the log lines of steps it will run again."""
     try:
-        os.makedirs(run.out_dir, exist_ok=True)
         for name in ["meta.json"] + ([meta["tokenizer"]] if meta["tokenizer"] != "gpt2" else []):
             with atomic_write(os.path.join(run.out_dir, name)) as tmp:
                 shutil.copyfile(os.path.join(run.data_dir, name), tmp)
@@ -347,8 +347,9 @@ def numpy_state():
     return [name, keys.tolist(), *rest]
 
 
-def save(path, obj):
-    with atomic_write(path) as tmp:
+def save(path, obj, if_full):
+    """`if_full`: what to do if the disk is full (configurator.resume_advice)."""
+    with atomic_write(path, if_full) as tmp:
         torch.save(obj, tmp)
 
 
@@ -366,8 +367,8 @@ def log_record(iter_num, epoch, tokens, lr, tok_per_sec, mfu, elapsed, **losses)
                 elapsed=elapsed)
 
 
-def append_log(path, record):
-    with open(path, "a") as f:
+def append_log(path, record, if_full):
+    with one_line_if_full(path, if_full), open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
 
 
@@ -432,6 +433,8 @@ def train(config, overrides=()):
     config["lr_decay_iters"] = run.lr_decay_iters = run.lr_decay_iters or last_iter
     schedule = dict(learning_rate=run.learning_rate, min_lr=run.min_lr, warmup_iters=run.warmup_iters,
                     lr_decay_iters=run.lr_decay_iters)
+    # a second launch into this out_dir stops here, before writing anything; the lock is held while the file is open
+    out_dir_lock = hold_out_dir(run.out_dir, procs.master, procs.ddp)
     log_path = prepare_out_dir(run, meta, iter_num if run.init_from == "resume" else None) if procs.master else None
     flops_peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
     stop = stop_on_signals(procs)
@@ -458,11 +461,11 @@ def train(config, overrides=()):
             if procs.master:
                 append_log(log_path, log_record(iter_num, tokens_seen / epoch_tokens, tokens_seen, lr, tok_per_sec, mfu,
                                                 elapsed_before + time.time() - t_start, train_loss=losses["train"],
-                                                val_loss=losses["val"]))
+                                                val_loss=losses["val"]), resume_advice(run.out_dir, saved_at))
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 if losses["val"] < best_val_loss:
                     best_val_loss = losses["val"]
-                    save(os.path.join(run.out_dir, "best.pt"), checkpoint())
+                    save(os.path.join(run.out_dir, "best.pt"), checkpoint(), resume_advice(run.out_dir, saved_at))
             t_window += time.time() - t_eval  # tokens/s measures training, not evaluation
             if iter_num > 0:  # the first evaluation may include compiling: not a guide to the others
                 eval_seconds = time.time() - t_eval
@@ -471,7 +474,7 @@ def train(config, overrides=()):
                 diverged("the weights after this step are not finite or give a non-finite loss",
                          iter_num, saved_at, run, ptdtype)
             if procs.master:
-                save(os.path.join(run.out_dir, "ckpt.pt"), checkpoint())
+                save(os.path.join(run.out_dir, "ckpt.pt"), checkpoint(), resume_advice(run.out_dir, saved_at))
             saved_at = iter_num
         if iter_num >= last_iter or stopping:
             break
@@ -513,7 +516,8 @@ def train(config, overrides=()):
                 evals_left = (last_iter - iter_num) // run.eval_interval + 1  # about: the last step's is one of them
                 eta = (last_iter - iter_num) * tokens_per_iter / tok_per_sec + evals_left * eval_seconds
                 append_log(log_path, log_record(iter_num, tokens_seen / epoch_tokens, tokens_seen, lr, tok_per_sec, mfu,
-                                                elapsed_before + time.time() - t_start, train_loss=train_loss))
+                                                elapsed_before + time.time() - t_start, train_loss=train_loss),
+                           resume_advice(run.out_dir, saved_at))
                 print(f"iter {iter_num}/{last_iter} | loss {train_loss:.4f} | lr {lr:.2e} | {tok_per_sec:,.0f} tok/s"
                       + (f" | mfu {100 * mfu:.1f}%" if mfu else "") + f" | eta {eta / 60:.1f} min", flush=True)
     if procs.master:
