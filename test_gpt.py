@@ -568,6 +568,17 @@ def test_float16_training_scales_its_loss_and_learns_like_float32(token_data, tm
     assert scaler["scale"] == 65536.0 and scaler["_growth_tracker"] == 16
 
 
+def test_gradient_clipping_changes_the_steps(token_data, tmp_path):
+    """AdamW is nearly blind to a gradient's overall scale, so clipping shows where it rescales some steps and
+    not others: the runs part ways (without the clip's line in train.py they would be equal)."""
+    runs = {}
+    for clip in ("0.0", "0.05"):
+        train_here([*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={tmp_path / clip}", "--max_iters=4",
+                    f"--grad_clip={clip}"])
+        runs[clip] = train_losses(tmp_path / clip)
+    assert runs["0.0"][1] == runs["0.05"][1] and runs["0.0"][4] != runs["0.05"][4]
+
+
 def test_resumed_run_equals_uninterrupted_run(token_data, tmp_path):
     straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={straight}", "--max_iters=16", "--dropout=0.1")
@@ -749,7 +760,8 @@ def test_nan_loss_stops_with_a_message(token_data, tmp_path):
 
 
 def test_ddp_under_gloo_matches_one_process(token_data, tmp_path):
-    args = [*TINY_RUN, f"--data_dir={token_data}", "--max_iters=4", "--gradient_accumulation_steps=2"]
+    # two micro-steps per process: their gradients are summed locally and averaged across processes once
+    args = [*TINY_RUN, f"--data_dir={token_data}", "--max_iters=4", "--gradient_accumulation_steps=4"]
     run_train(*args, f"--out_dir={tmp_path / 'one'}")
     run_train(*args, f"--out_dir={tmp_path / 'two'}",
               launcher=(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"))
@@ -1668,6 +1680,7 @@ def test_top_k_and_nucleus_stay_in_their_sets(trained, text):
 
 @pytest.mark.parametrize("temperature, top_k, top_p, kept", [
     (0.5, None, None, [0.16, 0.0625, 0.0225, 0.01, 0.0036, 0.0016]),  # p ** (1 / T), renormalised
+    (1.0, 3, None, [0.4, 0.25, 0.15]),  # the k-th likeliest token stays in
     (0.5, 4, 0.8, [0.16, 0.0625]),  # temperature first: at T = 1 the 0.8 nucleus would keep token 2 too
     (0.5, 2, 0.7, [0.16]),  # top-k first: renormalised over 2 tokens, token 0 alone reaches 0.7
 ])

@@ -260,7 +260,11 @@ def build_model(run, meta, checkpoint, overrides):
                               f"({', '.join(PRESETS)}) nor a folder holding model.pt, best.pt or ckpt.pt")
         path = find_checkpoint(run.init_from)
         try:
-            model = GPT.from_checkpoint(path, **options)
+            saved = read_checkpoint(path)  # its errors name the path
+        except ValueError as e:
+            raise ConfigError(str(e))
+        try:
+            model = GPT.from_checkpoint(saved, **options)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{path}: {e}")
         if model.config.vocab_size != vocab_size:
