@@ -12,13 +12,16 @@ must have the default's type, so a typo fails loudly instead of training the wro
 
 It also owns what every script does the same way: which device to run on, the autocast context
 that goes with it, writing output files atomically (and a full disk as one line), holding a run's
-folder against a second launch, and reading JSON-lines files.
+folder against a second launch, reading (possibly compressed) text files, and which folder a model is
+loaded from.
 """
 import ast
 import contextlib
 import difflib
 import errno
+import gzip
 import json
+import lzma
 import os
 import shutil
 import socket
@@ -297,11 +300,19 @@ def check_writable(path):
         raise ConfigError(f"cannot write {path} ({e.strerror}); pass a path in a writable folder")
 
 
+COMPRESSED = {".gz": gzip.open, ".xz": lzma.open}  # read as the text they hold: data can ship small
+
+
+def open_text(path):
+    """A UTF-8 text file opened for reading, decompressed on the fly when its name ends in .gz or .xz."""
+    return COMPRESSED.get(os.path.splitext(path)[1], open)(path, "rt", encoding="utf-8")
+
+
 def json_lines(path):
-    """(line number, object) for each non-empty line of a JSON-lines file; a line that is not JSON ends
-    the run with one line that names it."""
+    """(line number, object) for each non-empty line of a JSON-lines file (.gz or .xz too); a line that
+    is not JSON ends the run with one line that names it."""
     try:
-        with open(path, encoding="utf-8") as f:
+        with open_text(path) as f:
             for number, line in enumerate(f, 1):
                 if line.strip():
                     try:
@@ -333,6 +344,20 @@ def read_meta(folder, fix):
 
 
 CHECKPOINTS = {"best": "best.pt", "last": "ckpt.pt"}  # what --ckpt names
+SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "tinystories-cpu")
+
+
+def model_dir(out_dir, given):
+    """The folder sample.py and eval.py load from: out_dir, unless it is the default one (not among
+    `given`, the keys the user set) and holds no checkpoint, as right after cloning: then the model
+    shipped in pretrained/, with a note. A folder the user named is never swapped for another."""
+    trained = any(os.path.isfile(os.path.join(out_dir, name)) for name in (*CHECKPOINTS.values(), "model.pt"))
+    if "out_dir" in given or trained or not os.path.isdir(SHIPPED_MODEL):
+        return out_dir
+    shipped = os.path.relpath(SHIPPED_MODEL)  # what the user would type, in messages and the report
+    print(f"note: no checkpoint in {out_dir} yet; using the shipped model {shipped} (pass --out_dir to choose one)",
+          file=sys.stderr)
+    return shipped
 
 
 def find_checkpoint(out_dir, ckpt="best"):

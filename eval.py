@@ -3,14 +3,16 @@ Evaluate trained models: perplexity and bits per byte, how the decoding strategi
 a loss plot, a Markdown report, and a comparison table across models.
 
     python eval.py --out_dir=out                            # test/val/train scores, sampling analysis, loss.png
-    python eval.py --out_dir=out --report                   # ... and out/report.md, the assignment's report
+    python eval.py                                          # right after cloning: the shipped model
+    python eval.py --out_dir=out --report                   # ... and out/report.md + report.pdf, the assignment's report
     python eval.py --out_dir=out --stride=128               # sliding-window perplexity (more context per token)
     python eval.py --out_dir=out --hellaswag=../shared/data/hellaswag/hellaswag_val.jsonl
     python eval.py --out_dirs=out-small,out-medium          # one row per model, also written to comparison.md
 
 Every run writes its numbers to out_dir/eval.json (merged with what an earlier run of the same
 checkpoint found), so scripts read numbers instead of console text. `--splits= --num_prompts=0`
-skips perplexity and the sampling analysis, e.g. to run HellaSwag alone.
+skips perplexity and the sampling analysis, e.g. to run HellaSwag alone. While the default out_dir holds
+no checkpoint, the model shipped in pretrained/tinystories-cpu/ is evaluated (sample.py's rule).
 """
 import datetime
 import html
@@ -25,7 +27,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, check_writable, configure,
-                          json_lines, pick_device, pick_dtype, read_meta)
+                          json_lines, model_dir, pick_device, pick_dtype, read_meta)
 from sample import encode_prompt, load, sampling_args, strategies
 
 # ------------------------------------------------------------------------------------------------
@@ -40,7 +42,7 @@ train_tokens = 200_000  # the train split is scored on a random stretch this lon
 batch_size = 4  # windows per forward pass; the logits take batch_size * block_size * vocab_size floats
 num_prompts = 20  # sampling analysis: prompts from the first test documents; 0 skips it
 prompt_tokens = 8  # the first tokens of each such document make its prompt
-new_tokens = 64  # tokens generated per prompt and strategy
+new_tokens = 64  # tokens generated per prompt and strategy; left unset, both shrink to fit a small block_size
 temperatures = (0.5, 0.8, 1.0, 1.2)  # the temperature sweep (plain sampling, no top-k or top-p)
 hellaswag = ""  # a .jsonl file of HellaSwag items to score
 hellaswag_items = 0  # score only the first this many items; 0 = all
@@ -236,6 +238,24 @@ def continuation_metrics(model, tokenizer, prompts, continuations, batch_size=8)
                 examples=[dict(prompt=tokenizer.decode(p), continuation=t) for p, t in zip(prompts[:2], texts[:2])])
 
 
+def fit_in_context(block_size, prompt_tokens, new_tokens, given):
+    """The prompt and continuation lengths to use: the defaults shortened, the continuation first, until
+    the end-of-text token, prompt and continuation fit in the model's block_size positions, so that the
+    defaults work for any model. Lengths in `given` (set by the user) are kept as they are, and
+    sampling_analysis refuses them if they do not fit. Returns (prompt_tokens, new_tokens, note or None)."""
+    room = block_size - 1
+    fitted = {"prompt_tokens": prompt_tokens, "new_tokens": new_tokens}
+    for key, other in (("new_tokens", "prompt_tokens"), ("prompt_tokens", "new_tokens")):
+        if key not in given and sum(fitted.values()) > room:
+            fitted[key] = max(1, room - fitted[other])
+    if sum(fitted.values()) > room:  # a length the user set cannot fit: sampling_analysis says so, about it
+        return prompt_tokens, new_tokens, None
+    changed = [f"--{k} {v} -> {fitted[k]}" for k, v in (("prompt_tokens", prompt_tokens), ("new_tokens", new_tokens))
+               if fitted[k] != v]
+    note = f"shortened to fit the model's block_size={block_size}: {', '.join(changed)}" if changed else None
+    return fitted["prompt_tokens"], fitted["new_tokens"], note
+
+
 def sampling_analysis(model, tokenizer, tokens, num_prompts=20, prompt_tokens=8, new_tokens=64,
                       temperatures=(0.5, 0.8, 1.0, 1.2), seed=1337, batch_size=8):
     """Continue the same test prompts with greedy, top-k 50 and nucleus 0.9 decoding (at temperature
@@ -244,7 +264,7 @@ def sampling_analysis(model, tokenizer, tokens, num_prompts=20, prompt_tokens=8,
     eot, dev = tokenizer.eot_id, model.lm_head.weight.device
     if 1 + prompt_tokens + new_tokens > model.config.block_size:
         raise ConfigError(f"--prompt_tokens + --new_tokens must be below block_size={model.config.block_size}, so that "
-                          f"each continuation is scored with its whole prompt")
+                          f"each continuation is scored with its whole prompt; lower them, or leave them unset to fit")
     prompts, references = test_prompts(tokens, eot, num_prompts, prompt_tokens, new_tokens)
     runs = {**strategies(1.0), **{f"sampling, T={t:g}": sampling_args(t, None, 1.0) for t in temperatures}}
     results = {"reference": continuation_metrics(model, tokenizer, prompts, references, batch_size)}
@@ -382,76 +402,265 @@ def markdown_table(header, rows):
 
 
 def split_table(results):
+    """(header, rows) of the perplexity table; sampling_table likewise, for the decoding strategies."""
     rows = [(s, f"{results[s]['tokens']:,}", f"{results[s]['bytes']:,}", fmt(results[s]["loss"], ".4f"),
              fmt(results[s]["perplexity"], ".2f"), fmt(results[s]["bits_per_byte"], ".4f"), results[s]["scoring"])
             for s in ("test", "val", "train") if s in results]
-    return markdown_table(["split", "tokens", "bytes", "loss", "perplexity", "bits/byte", "scored with"], rows)
+    return ["split", "tokens", "bytes", "loss", "perplexity", "bits/byte", "scored with"], rows
 
 
 def sampling_table(sampling):
     rows = [(label, fmt(m["fluency_ppl"], ".2f"), fmt(m["distinct_1"]), fmt(m["distinct_2"]), fmt(m["distinct_3"]),
              fmt(m["rep_4"]), fmt(m["mean_tokens"], ".1f")) for label, m in sampling["strategies"].items()]
-    return markdown_table(["strategy", "fluency (self-PPL)", "distinct-1", "distinct-2", "distinct-3", "rep-4",
-                           "tokens"], rows)
+    return ["strategy", "fluency (self-PPL)", "distinct-1", "distinct-2", "distinct-3", "rep-4", "tokens"], rows
+
+
+EQUATIONS = {  # TeX that both GitHub's Markdown math and matplotlib's mathtext typeset
+    "attention": r"\mathrm{Attention}(Q, K, V) = \mathrm{softmax}\left(\dfrac{Q K^{T}}{\sqrt{d}} + M\right) V",
+    "loss": r"\mathcal{L} = -\dfrac{1}{N} \sum_{t=1}^{N} \log p_\theta(x_{t+1} \mid x_{\leq t})",
+    "perplexity": r"\mathrm{PPL} = e^{\mathcal{L}}, \qquad \mathrm{BPB} = \dfrac{N \mathcal{L}}{\ln 2 \cdot n_{\mathrm{bytes}}}",
+}
+
+
+def discussion(results, log):
+    """The report's closing paragraphs: what its numbers say, each sentence built from them. The two
+    thresholds (a change of 0.005 nats counts as flat, a train-validation gap of 0.2 as large) are
+    rules of thumb, not measured limits."""
+    points = []
+    val_losses = [r["val_loss"] for r in log if r.get("val_loss") is not None]
+    if len(val_losses) >= 2:
+        before, last = val_losses[-2:]
+        points.append(f"*Convergence.* Validation loss went from {before:.3f} to {last:.3f} over the last evaluation "
+                      "interval: " + ("still falling, so more steps or more data would still help." if last < before - 0.005
+                                      else "it has flattened (or turned up): more steps alone would not help much."))
+    if "train" in results and "val" in results:
+        gap = results["val"]["loss"] - results["train"]["loss"]
+        points.append(f"*Overfitting.* The train sample scores {gap:.3f} nats per token below validation, "
+                      + ("a small gap: the model has not memorised its training text." if gap < 0.2 else
+                         "a large gap: the model memorises its training text (more data, fewer epochs or dropout)."))
+    if "test" in results and "val" in results:
+        diff = results["test"]["loss"] - results["val"]["loss"]
+        points.append(f"*Held-out text.* Test and validation, both unseen, differ by {diff:+.3f} nats per token. At "
+                      f"{results['test']['bits_per_byte']:.3f} bits per byte the model would compress the test text to "
+                      f"{results['test']['bits_per_byte'] / 8:.0%} of its UTF-8 size (gzip: roughly 25 to 35%).")
+    rows = results.get("sampling", {}).get("strategies", {})
+    if "reference" in rows and "greedy" in rows:
+        ref = rows["reference"]
+        closest = min((label for label in rows if label != "reference"),
+                      key=lambda label: abs(rows[label]["distinct_2"] - ref["distinct_2"]))
+        points.append(f"*Decoding.* Greedy decoding repeats {rows['greedy']['rep_4']:.0%} of its 4-grams (the real "
+                      f"text: {ref['rep_4']:.0%}). Closest to the real text's variety (distinct-2 {ref['distinct_2']:.2f}) "
+                      f"is {closest} at {rows[closest]['distinct_2']:.2f}.")
+    return points
+
+
+def report_blocks(out_dir, model, meta, results, log):
+    """The report as a list of blocks, (kind, ...) tuples, which write_report renders twice: as Markdown
+    and as a PDF. Text may hold *emphasis* and `code`, in Markdown's notation."""
+    cfg, summary = model.config, training_summary(model, meta, log)
+    train_config = meta.get("checkpoint", {}).get("config", {})
+    splits = meta["splits"]
+    blocks = [("title", f"Report: `{os.path.basename(os.path.normpath(out_dir))}`"),
+              ("text", f"Generated by `python eval.py --out_dir={out_dir} --report` on {datetime.date.today()} from "
+                       f"`{os.path.basename(meta['checkpoint_path'])}`. Numbers are also in `eval.json`."),
+              ("h2", "Implementation"),
+              ("text", f"A decoder-only transformer, GPT-2: token and position embeddings, {cfg.n_layer} blocks of "
+                       f"causal self-attention ({cfg.n_head} heads) and an MLP, each after a LayerNorm and added back "
+                       f"to its input, then a final LayerNorm and an output layer that shares the token embedding's "
+                       f"weights. Each head compares queries Q with keys K (size d = {cfg.n_embd // cfg.n_head}) and "
+                       f"averages the values V; the mask M (minus infinity above the diagonal) keeps every position "
+                       f"from seeing later ones:"),
+              ("math", EQUATIONS["attention"]),
+              ("text", "Training minimises the cross-entropy of each next token, averaged over the N tokens predicted "
+                       "(AdamW, warm-up then cosine learning rate):"),
+              ("math", EQUATIONS["loss"]),
+              ("text", "Perplexity is its exponential, the number of equally likely next tokens the model is as unsure "
+                       "as; bits per byte divides the total loss, in bits, by the UTF-8 bytes of the text, which makes "
+                       "models with different tokenizers comparable:"),
+              ("math", EQUATIONS["perplexity"]),
+              ("h2", "Model, data and training"),
+              ("table", ["", ""], [
+                  ("parameters", f"{summary['parameters']:,} ({fmt_count(summary['parameters'])})"),
+                  ("layers / heads / embedding", f"{cfg.n_layer} / {cfg.n_head} / {cfg.n_embd}"),
+                  ("context (block_size)", cfg.block_size),
+                  ("vocabulary", f"{cfg.vocab_size:,} (tokenizer: {meta.get('tokenizer')})"),
+                  ("data", meta.get("source", "-")),
+                  ("splits (documents / tokens)", "; ".join(f"{s} {splits[s]['docs']:,} / {fmt_count(splits[s]['tokens'])}"
+                                                            for s in ("train", "val", "test") if s in splits)),
+                  ("trained on", f"{fmt_count(summary['tokens'])} tokens, {fmt(summary['epochs'], '.2f')} epochs, "
+                                 f"step {summary['iter_num']}"),
+                  ("training time", f"{fmt_time(summary['elapsed'])} at {fmt(summary['tok_per_sec'], ',.0f')} tokens/s"),
+                  ("best validation loss", fmt(summary["best_val_loss"], ".4f")),
+              ])]
+    if os.path.isfile(os.path.join(out_dir, "loss.png")):
+        blocks += [("h2", "Loss curve"), ("image", "loss.png", "training and validation loss")]
+    if any(s in results for s in ("test", "val", "train")):
+        blocks += [("h2", "Perplexity and bits per byte"),
+                   ("text", "Every token of a split is scored exactly once. Perplexity is exp(mean loss per token); bits "
+                            "per byte is the total loss in bits over the text's UTF-8 bytes, which compares models with "
+                            "different tokenizers. The train split is scored on a random stretch of it."),
+                   ("table", *split_table(results))]
+    if "sampling" in results:
+        s = results["sampling"]
+        blocks += [("h2", "Decoding strategies"),
+                   ("text", f"{s['prompts']} prompts, each the first {s['prompt_tokens']} tokens of a test document, "
+                            f"continued for up to {s['new_tokens']} tokens by each strategy (same seed"
+                            f"{'; ' + s['note'] if s.get('note') else ''}). *Fluency* is the model's own perplexity of "
+                            "the continuation: low means likely text, and very low usually means repetitive. *distinct-n* "
+                            "is the share of word n-grams that are unique across all continuations (higher = more "
+                            "varied); *rep-4* the share of 4-grams a continuation repeats from itself (greedy decoding "
+                            "loops). *reference* is what the documents really say next."),
+                   ("table", *sampling_table(s)), ("h3", "Samples")]
+        for label, m in s["strategies"].items():
+            blocks.append(("bold", label))
+            blocks += [("sample", ex["prompt"], ex["continuation"]) for ex in m["examples"]]
+    if "hellaswag" in results:
+        h = results["hellaswag"]
+        blocks += [("h2", "HellaSwag"),
+                   ("table", ["items", "accuracy (summed log-likelihood)", "accuracy (per-token)"],
+                    [(h["items"], f"{100 * h['accuracy']:.2f}%", f"{100 * h['accuracy_norm']:.2f}%")]),
+                   ("text", "Chance is 25%.")]
+    points = discussion(results, log)
+    if points:
+        blocks += [("h2", "Discussion")] + [("text", p) for p in points]
+    if train_config:  # last: a long table that few readers need
+        blocks.append(("details", "Full training configuration",
+                       ["setting", "value"], [(k, f"`{v!r}`") for k, v in train_config.items()]))
+    return blocks
+
+
+def report_markdown(blocks):
+    """Markdown for GitHub: tables, math blocks, and samples as HTML so that whatever the model wrote
+    (*, #, <) shows as text."""
+    lines = []
+    for kind, *args in blocks:
+        if kind in ("title", "h2", "h3"):
+            lines.append({"title": "# ", "h2": "## ", "h3": "### "}[kind] + args[0])
+        elif kind == "bold":
+            lines.append(f"**{args[0]}**")
+        elif kind == "text":
+            lines.append(args[0])
+        elif kind == "math":
+            lines += ["```math", args[0], "```"]
+        elif kind == "table":
+            lines.append(markdown_table(*args))
+        elif kind == "details":
+            lines += [f"<details><summary>{args[0]}</summary>", "", markdown_table(*args[1:]), "", "</details>"]
+        elif kind == "image":
+            lines.append(f"![{args[1]}]({args[0]})")
+        elif kind == "sample":  # the prompt in bold
+            prompt, continuation = (html.escape(text, quote=False) for text in args)
+            lines.append(f"<blockquote><b>{prompt}</b>{continuation}</blockquote>".replace("\n", "<br>"))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def report_pdf(blocks, out_dir, path, preview):
+    """The same blocks laid out on A4 pages with matplotlib alone: PdfPages writes the PDF, mathtext
+    typesets the equations (a subset of TeX: no LaTeX install needed). Text is wrapped by a character
+    count, tables are set in a monospaced font, shrunk to fit the width. Page 1 also goes to `preview`
+    as a PNG, which shows where a PDF does not (a README)."""
+    import textwrap
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_pdf import PdfPages
+    width, height, margin = 8.27, 11.69, 0.8  # A4, in inches
+    text_width = width - 2 * margin
+
+    def plain(text):  # Markdown's * and ` dropped; a $ would start mathtext; control characters have no glyph
+        text = "".join(c if c.isprintable() else " " for c in text)
+        return text.replace("**", "").replace("*", "").replace("`", "").replace("$", r"\$")
+
+    def paragraph(text, size, indent=0.0, gap=0.1, **style):
+        """(height, draw) of wrapped lines; DejaVu Sans averages about half its size per character."""
+        lines = textwrap.wrap(plain(text), int((text_width - indent) * 72 / (0.5 * size))) or [""]
+        return lines_block(lines, size, indent, gap, **style)
+
+    def lines_block(lines, size, indent=0.0, gap=0.1, **style):
+        step = size * 1.4 / 72
+
+        def draw(page, top):
+            for i, line in enumerate(lines):
+                page.text((margin + indent) / width, (top - i * step) / height, line, fontsize=size, va="top", **style)
+        return len(lines) * step + gap, draw
+
+    def table(header, rows):
+        cells = [[plain(str(c)) for c in row] for row in ([header] if any(header) else []) + list(rows)]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+        if any(header):
+            lines.insert(1, "-" * max(len(line) for line in lines))
+        size = min(8.5, text_width * 72 / (0.6 * max(len(line) for line in lines)))  # a mono glyph is 0.6 em
+        return lines_block(lines, size, gap=0.15, family="monospace")
+
+    def stacked(*parts):  # blocks drawn one under the other, kept on one page
+        def draw(page, top):
+            for h, part in parts:
+                part(page, top)
+                top -= h
+        return sum(h for h, _ in parts), draw
+
+    def layout(kind, *args):
+        """(height in inches, a function that draws the block on a page below `top`)."""
+        if kind in ("title", "h2", "h3", "bold"):
+            size = {"title": 16, "h2": 13, "h3": 11, "bold": 9.5}[kind]
+            space = {"title": 0.0, "h2": 0.2, "h3": 0.1, "bold": 0.0}[kind]
+            return stacked((space, lambda page, top: None), paragraph(args[0], size, gap=0.06, weight="bold"))
+        if kind == "text":
+            return paragraph(args[0], 9.5, gap=0.12)
+        if kind == "math":
+            return 0.7, lambda page, top: page.text(0.5, (top - 0.35) / height, f"${args[0]}$", fontsize=14,
+                                                    ha="center", va="center")
+        if kind == "table":
+            return table(*args)
+        if kind == "details":
+            return stacked(paragraph(args[0], 9.5, gap=0.06, weight="bold"), table(*args[1:]))
+        if kind == "image":
+            image = plt.imread(os.path.join(out_dir, args[0]))
+            w = min(text_width, 6.0)
+            h = w * image.shape[0] / image.shape[1]
+
+            def draw(page, top):
+                ax = page.add_axes([(width - w) / 2 / width, (top - h) / height, w / width, h / height])
+                ax.imshow(image)
+                ax.axis("off")
+            return h + 0.15, draw
+        if kind == "sample":  # the prompt in bold, the continuation after it, indented
+            return stacked(paragraph(args[0], 9, 0.3, gap=0.0, weight="bold"),
+                           paragraph("..." + args[1], 9, 0.3, gap=0.1))
+        raise ValueError(f"unknown report block {kind!r}")
+
+    pages, y = [], 0.0
+    laid_out = [(kind, *layout(kind, *args)) for kind, *args in blocks]
+    for i, (kind, h, draw) in enumerate(laid_out):
+        # a heading stays on the page of the block after it (blocks are never split, so all of it)
+        keep = laid_out[i + 1][1] if kind in ("h2", "h3", "bold") and i + 1 < len(laid_out) else 0.0
+        if not pages or y - h - keep < margin:
+            pages.append(plt.figure(figsize=(width, height)))
+            pages[-1].text(0.5, 0.4 / height, str(len(pages)), ha="center", fontsize=8, color="gray")
+            y = height - margin
+        draw(pages[-1], y)
+        y -= h
+    with atomic_write(path) as tmp, PdfPages(tmp) as pdf:
+        for page in pages:
+            pdf.savefig(page)
+    with atomic_write(preview) as tmp:
+        pages[0].savefig(tmp, format="png", dpi=100)
+    for page in pages:
+        plt.close(page)
 
 
 def write_report(out_dir, model, meta, results, log):
-    """out_dir/report.md, rendered by GitHub: configuration, loss curve, scores, sampling, samples."""
-    cfg, summary = model.config, training_summary(model, meta, log)
-    train_config = meta.get("checkpoint", {}).get("config", {})
-    lines = [f"# Report: `{os.path.basename(os.path.normpath(out_dir))}`", "",
-             f"Generated by `python eval.py --out_dir={out_dir} --report` on {datetime.date.today()} from "
-             f"`{os.path.basename(meta['checkpoint_path'])}`. Numbers are also in `eval.json`.", "",
-             "## Model and training", "",
-             markdown_table(["", ""], [
-                 ("parameters", f"{summary['parameters']:,} ({fmt_count(summary['parameters'])})"),
-                 ("layers / heads / embedding", f"{cfg.n_layer} / {cfg.n_head} / {cfg.n_embd}"),
-                 ("context (block_size)", cfg.block_size),
-                 ("vocabulary", f"{cfg.vocab_size:,} (tokenizer: {meta.get('tokenizer')})"),
-                 ("data", meta.get("source", "-")),
-                 ("trained on", f"{fmt_count(summary['tokens'])} tokens, {fmt(summary['epochs'], '.2f')} epochs, "
-                                f"step {summary['iter_num']}"),
-                 ("training time", f"{fmt_time(summary['elapsed'])} at {fmt(summary['tok_per_sec'], ',.0f')} tokens/s"),
-                 ("best validation loss", fmt(summary["best_val_loss"], ".4f")),
-             ]), ""]
-    if train_config:
-        lines += ["<details><summary>Full training configuration</summary>", "",
-                  markdown_table(["setting", "value"], [(k, f"`{v!r}`") for k, v in train_config.items()]),
-                  "", "</details>", ""]
-    if os.path.isfile(os.path.join(out_dir, "loss.png")):
-        lines += ["## Loss curve", "", "![training and validation loss](loss.png)", ""]
-    if any(s in results for s in ("test", "val", "train")):
-        lines += ["## Perplexity and bits per byte", "",
-                  "Every token of a split is scored exactly once. Perplexity is exp(mean loss per token); bits per "
-                  "byte is the total loss in bits over the text's UTF-8 bytes, which compares models with different "
-                  "tokenizers. The train split is scored on a random stretch of it.", "",
-                  split_table(results), ""]
-    if "sampling" in results:
-        s = results["sampling"]
-        lines += ["## Decoding strategies", "",
-                  f"{s['prompts']} prompts, each the first {s['prompt_tokens']} tokens of a test document, continued "
-                  f"for up to {s['new_tokens']} tokens by each strategy (same seed). *Fluency* is the model's own "
-                  "perplexity of the continuation: low means likely text, and very low usually means repetitive. "
-                  "*distinct-n* is the share of word n-grams that are unique across all continuations (higher = more "
-                  "varied); *rep-4* the share of 4-grams a continuation repeats from itself (greedy decoding loops). "
-                  "*reference* is what the documents really say next.", "",
-                  sampling_table(s), "", "### Samples", ""]
-        for label, m in s["strategies"].items():
-            lines += [f"**{label}**", ""]
-            for ex in m["examples"]:
-                # HTML so that whatever the model wrote (*, #, <) shows as text; the prompt in bold
-                prompt, continuation = (html.escape(ex[k], quote=False) for k in ("prompt", "continuation"))
-                lines += [f"<blockquote><b>{prompt}</b>{continuation}</blockquote>".replace("\n", "<br>"), ""]
-    if "hellaswag" in results:
-        h = results["hellaswag"]
-        lines += ["## HellaSwag", "",
-                  markdown_table(["items", "accuracy (summed log-likelihood)", "accuracy (per-token)"],
-                                 [(h["items"], f"{100 * h['accuracy']:.2f}%", f"{100 * h['accuracy_norm']:.2f}%")]),
-                  "", "Chance is 25%.", ""]
-    path = os.path.join(out_dir, "report.md")
-    with atomic_write(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
-        f.write("\n".join(lines))
-    return path
+    """out_dir/report.md (rendered by GitHub), report.pdf with the same content, and report-page1.png,
+    a picture of its first page: implementation and equations, configuration, data, loss curve, scores,
+    sampling, samples, discussion. Returns the paths written."""
+    blocks = report_blocks(out_dir, model, meta, results, log)
+    paths = [os.path.join(out_dir, name) for name in ("report.md", "report.pdf", "report-page1.png")]
+    with atomic_write(paths[0]) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(report_markdown(blocks))
+    report_pdf(blocks, out_dir, paths[1], paths[2])
+    return paths
 
 
 COMPARISON = ["model", "parameters", "training tokens", "epochs", "training time", "tokens/s", "best val loss",
@@ -529,9 +738,10 @@ def read_results(out_dir, meta):
     return results if results.get("checkpoint") == checkpoint_id(meta) else {}
 
 
-def evaluate_dir(out_dir, dev, reuse=False):
+def evaluate_dir(out_dir, dev, reuse=False, given=()):
     """Run the configured evaluations of one out_dir and write eval.json (and loss.png, and with
-    --report report.md). reuse: keep results eval.json already has for this checkpoint."""
+    --report report.md and report.pdf). reuse: keep results eval.json already has for this checkpoint.
+    given: the settings the user set (configure's list)."""
     model, tokenizer, meta = load(out_dir, ckpt, dev)
     check_writable(os.path.join(out_dir, "eval.json"))  # now, not after the evaluation
     results = {**read_results(out_dir, meta), "checkpoint": checkpoint_id(meta)}
@@ -565,10 +775,13 @@ def evaluate_dir(out_dir, dev, reuse=False):
             print(f"{split}: loss {r['loss']:.4f} | perplexity {r['perplexity']:.2f} | {r['bits_per_byte']:.4f} "
                   f"bits/byte | {r['tokens']:,} tokens, {r['scoring']}")
         if sample_now:
+            prompt_len, new_len, note = fit_in_context(model.config.block_size, prompt_tokens, new_tokens, given)
+            if note:
+                print(f"note: sampling analysis {note}", file=sys.stderr)
             results["sampling"] = sampling_analysis(model, tokenizer, read_split(data, "test"), num_prompts,
-                                                    prompt_tokens, new_tokens, temperatures, seed, batch_size)
-            results["sampling"]["settings"] = scored_with("sampling")
-            print(sampling_table(results["sampling"]))
+                                                    prompt_len, new_len, temperatures, seed, batch_size)
+            results["sampling"].update(settings=scored_with("sampling"), **({"note": note} if note else {}))
+            print(markdown_table(*sampling_table(results["sampling"])))
     if hellaswag:
         results["hellaswag"] = evaluate_hellaswag(model, tokenizer, read_hellaswag(hellaswag, hellaswag_items),
                                                   batch_size)
@@ -584,11 +797,12 @@ def evaluate_dir(out_dir, dev, reuse=False):
     if log:
         plot_loss(log, os.path.join(out_dir, "loss.png"))
     if report:
-        print(f"wrote {write_report(out_dir, model, meta, results, log)}")
+        print(f"wrote {', '.join(write_report(out_dir, model, meta, results, log))}")
     return model, meta, results, log
 
 
-def main():
+def main(given=()):
+    """given: the settings the user set (configure's list): defaults may adapt to the model, they may not."""
     check_ranges(globals(), {**dict.fromkeys(("batch_size", "prompt_tokens", "new_tokens"), (1, None)),
                              **dict.fromkeys(("num_prompts", "train_tokens", "hellaswag_items"), (0, None)),
                              "seed": SEEDS})
@@ -602,11 +816,11 @@ def main():
     torch.manual_seed(seed)
     with autocast(device_type, pick_dtype(dtype, device_type)):
         if not folders:
-            evaluate_dir(out_dir, dev)
+            evaluate_dir(model_dir(out_dir, given), dev, given=given)
             return
         rows = []
         for d in folders:
-            model, meta, results, log = evaluate_dir(d, dev, reuse=True)
+            model, meta, results, log = evaluate_dir(d, dev, reuse=True, given=given)
             rows.append(comparison_row(d, training_summary(model, meta, log), results))
     table = markdown_table(COMPARISON, rows)
     print(table)
@@ -616,5 +830,4 @@ def main():
 
 
 if __name__ == "__main__":
-    configure(globals())
-    main()
+    main(configure(globals()))

@@ -1,7 +1,7 @@
 """
 Turn a text dataset into the token files train.py reads.
 
-    python prepare.py --dataset=../shared/data/tinystories     # a local copy: works offline
+    python prepare.py --dataset=data_sample/tinystories        # the TinyStories sample shipped here: works offline
     python prepare.py --dataset=tinystories                    # roneneldan/TinyStories from the Hugging Face hub
 
 It writes, in data/<name>/ (or --out_dir):
@@ -19,7 +19,8 @@ per token suffice: half the disk and page cache of int32, a quarter of int64.
 Where the data comes from: a dataset name (HUB below, streamed through the `datasets` library) or a local path: a .txt
 file (documents separated by lines holding <|endoftext|>; a file without them is one running text), a .jsonl file (a
 "text" field per line), a .parquet file (a "text" column), or a directory of such files named by split (train*,
-val* / valid* / validation*, test*).
+val* / valid* / validation*, test*). A .txt or .jsonl file may be compressed (train.txt.xz, train.jsonl.gz): it is
+decompressed as it is read.
 
 Splits: the dataset's own train / val / test when it has all three. With train + validation only (TinyStories), the
 validation documents are divided into a val half and a test half. With one split, val and test are carved from its
@@ -33,6 +34,7 @@ import collections
 import contextlib
 import itertools
 import json
+import lzma
 import multiprocessing
 import os
 import sys
@@ -44,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 import bpe
-from configurator import ConfigError, atomic_write, configure, json_lines, one_line_if_full
+from configurator import COMPRESSED, ConfigError, atomic_write, configure, json_lines, one_line_if_full, open_text
 
 # -----------------------------------------------------------------------------
 # settings, overridden from the command line: python prepare.py --dataset=... --vocab_size=32000
@@ -69,6 +71,7 @@ EOT = "<|endoftext|>"
 PIECE_CHARS = 1 << 14   # a running text is handed on in pieces of about this many characters
 BATCH_CHARS = 1 << 20   # text per task sent to a worker: amortizes the hand-off, bounds the memory in flight
 MAX_VOCAB = 1 << 16     # the ids must fit in uint16
+SAMPLE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data_sample", "tinystories")  # shipped, offline
 
 
 def fail(message):
@@ -111,12 +114,19 @@ def text_items(lines):
 
 
 @contextlib.contextmanager
-def utf8_errors(path):
+def reading_errors(path):
     """Turn a decoding error while reading `path` into one line naming the file and the byte offset (bpe.read_text
-    reads the raw bytes again to find it)."""
+    reads the raw bytes again to find it; the offset in a compressed file's bytes would mean nothing), and a
+    broken compressed file into one line too."""
     try:
         yield
-    except UnicodeDecodeError:
+    except (EOFError, OSError, lzma.LZMAError) as e:  # gzip's BadGzipFile is an OSError; a cut file ends early
+        if os.path.splitext(path)[1] not in COMPRESSED:
+            raise
+        fail(f"{path} cannot be decompressed ({type(e).__name__}: {e}); copy or download it again")
+    except UnicodeDecodeError as e:
+        if os.path.splitext(path)[1] in COMPRESSED:
+            fail(f"{path} does not hold UTF-8 text once decompressed ({e.reason}); convert it to UTF-8 first")
         try:
             for _ in bpe.read_text(path):
                 pass
@@ -126,12 +136,12 @@ def utf8_errors(path):
 
 
 def read_txt(path):
-    with utf8_errors(path), open(path, encoding="utf-8") as f:
+    with reading_errors(path), open_text(path) as f:
         yield from text_items(f)
 
 
 def read_jsonl(path):
-    with utf8_errors(path):
+    with reading_errors(path):
         for number, record in json_lines(path):
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 fail(f"{path}, line {number}: no \"text\" field (each line must be like {{\"text\": \"...\"}})")
@@ -157,6 +167,15 @@ def read_parquet(path):
 READERS = {".txt": read_txt, ".jsonl": read_jsonl, ".parquet": read_parquet}
 
 
+def name_and_format(path):
+    """A data file's name without its extensions, and the reader's key: 'train.txt.xz' -> ('train', '.txt').
+    Text formats may be compressed (COMPRESSED); Parquet compresses itself."""
+    stem, ext = os.path.splitext(os.path.basename(os.path.normpath(path)))
+    if ext in COMPRESSED and os.path.splitext(stem)[1] in (".txt", ".jsonl"):
+        stem, ext = os.path.splitext(stem)
+    return stem, ext
+
+
 @dataclass
 class Stream:
     """One split of the source: a fresh pass over its (text, ends_document) items on every call of `items`."""
@@ -176,9 +195,9 @@ def split_of(name):
 
 def file_stream(paths):
     for path in paths:
-        if os.path.splitext(path)[1] not in READERS:
-            fail(f"{path}: unsupported file type (use {', '.join(READERS)})")
-    return Stream(lambda: itertools.chain.from_iterable(READERS[os.path.splitext(p)[1]](p) for p in paths))
+        if name_and_format(path)[1] not in READERS:
+            fail(f"{path}: unsupported file type (use {', '.join(READERS)}; .txt and .jsonl may end in .gz or .xz)")
+    return Stream(lambda: itertools.chain.from_iterable(READERS[name_and_format(p)[1]](p) for p in paths))
 
 
 def local_streams(path):
@@ -187,11 +206,11 @@ def local_streams(path):
         return {"train": file_stream([path])}
     by_split = collections.defaultdict(list)
     for name in sorted(os.listdir(path)):
-        if split_of(name) and os.path.splitext(name)[1] in READERS:
+        if split_of(name) and name_and_format(name)[1] in READERS:
             by_split[split_of(name)].append(os.path.join(path, name))
     if "train" not in by_split:
         fail(f"{path} has no train* file (expected files named train*, val* / valid* / validation*, test*, "
-             f"ending in {', '.join(READERS)})")
+             f"ending in {', '.join(READERS)}, the first two optionally compressed as .gz or .xz)")
     return {split: file_stream(paths) for split, paths in by_split.items()}
 
 
@@ -205,8 +224,9 @@ def hub_streams(name):
     try:
         splits = datasets.load_dataset(repo, config, streaming=True)
     except Exception as e:  # offline this is a ConnectionError after a long wait; any failure means: use a local copy
-        fail(f"the Hugging Face hub did not answer for {repo} ({type(e).__name__}); with a local copy of the data run "
-             f"python prepare.py --dataset=../shared/data/{name}")
+        fail(f"the Hugging Face hub did not answer for {repo} ({type(e).__name__}); offline, prepare the TinyStories "
+             f"sample shipped in this repository, python prepare.py --dataset={os.path.relpath(SAMPLE)}, or a local "
+             f"copy of the data, --dataset=path/to/{name}")
     streams = {}
     for split_name, rows in splits.items():
         if running_text:  # wikitext: each row is one line of the articles
@@ -425,7 +445,7 @@ def prepare(dataset, out_dir=None, *, tokenizer=tokenizer, vocab_size=vocab_size
     if dataset in HUB:
         name = dataset
     elif os.path.exists(dataset):
-        name = os.path.splitext(os.path.basename(os.path.normpath(dataset)))[0]
+        name = name_and_format(dataset)[0]
     else:
         fail(f"--dataset={dataset!r}: neither a dataset name ({', '.join(HUB)}) nor an existing file or directory")
     out_dir = out_dir or os.path.join("data", name)

@@ -1,6 +1,7 @@
 """
 Generate text with a trained model, printing tokens as they come:
 
+    python sample.py --top_p=0.9                               # right after cloning: the shipped model
     python sample.py --out_dir=out --start="Once upon a time" --num_samples=3 --max_new_tokens=200 \
         --temperature=0.8 --top_k=50 --top_p=0.9 --seed=1337
     python sample.py --out_dir=out --greedy                    # same as --temperature=0
@@ -10,6 +11,7 @@ Generate text with a trained model, printing tokens as they come:
 
 Sampling follows Hugging Face's conventions: --top_k=0 and --top_p=1.0 switch those filters off.
 Generation stops at the end-of-text token or after max_new_tokens, and ends with a tokens/s figure.
+While the default out_dir holds no checkpoint, the model shipped in pretrained/tinystories-cpu/ is used.
 
 This file also holds load(), which eval.py shares: an out_dir (or a shipped pretrained/<name>/ folder)
 -> (model, tokenizer, meta), with one-line errors for every way such a folder can be wrong.
@@ -23,7 +25,7 @@ import time
 import torch
 
 from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, check_writable, configure,
-                          find_checkpoint, pick_device, pick_dtype, read_meta)
+                          find_checkpoint, model_dir, pick_device, pick_dtype, read_meta)
 from model import GPT, GPTConfig, check_sampling_args, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -239,7 +241,8 @@ def compile_generation(model, prompt):
     return model
 
 
-def main():
+def main(given=()):
+    """given: the settings the user set (configure's list), which decides whether out_dir was chosen."""
     if export or export_hf:
         if export:
             export_model(out_dir, ckpt, export)
@@ -257,7 +260,7 @@ def main():
         runs = {"": sampling_args(0.0 if greedy else temperature, top_k, top_p)}
     check_ranges(globals(), {"max_new_tokens": (1, None), "num_samples": (1, None), "seed": SEEDS})
     prompt_text = read_prompt(start)
-    model, tokenizer, meta = load(out_dir, ckpt, dev)
+    model, tokenizer, meta = load(model_dir(out_dir, given), ckpt, dev)
     prompt = encode_prompt(tokenizer, prompt_text)
     print(f"{meta['checkpoint_path']}: {model.num_params() / 1e6:.2f}M parameters, {len(prompt) - 1} prompt tokens",
           file=sys.stderr)
@@ -289,5 +292,4 @@ def main():
 
 
 if __name__ == "__main__":
-    configure(globals())
-    main()
+    main(configure(globals()))

@@ -1227,6 +1227,42 @@ def test_prepare_jsonl_parquet_and_gpt2(tmp_path):
         assert _read_bin(out, split).tolist() == _expected(tok, docs)
 
 
+def test_prepare_reads_gz_and_xz_files_as_the_text_they_hold(tmp_path):
+    import gzip
+    import lzma
+    plain, packed = tmp_path / "plain", tmp_path / "packed"
+    plain.mkdir()
+    packed.mkdir()
+    _write_txt(plain / "train.txt", _docs(40, 0))
+    (plain / "valid.jsonl").write_text("".join(json.dumps({"text": d}) + "\n" for d in _docs(10, 1)))
+    (packed / "train.txt.xz").write_bytes(lzma.compress((plain / "train.txt").read_bytes()))
+    (packed / "valid.jsonl.gz").write_bytes(gzip.compress((plain / "valid.jsonl").read_bytes()))
+    with configurator.open_text(str(packed / "train.txt.xz")) as f:
+        assert f.read() == (plain / "train.txt").read_text()
+    a, b = _run(plain, tmp_path / "a"), _run(packed, tmp_path / "b")
+    for name in ("train.bin", "val.bin", "test.bin", "tokenizer.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert _meta(a)["splits"] == _meta(b)["splits"]
+    assert prep.name_and_format("data/train.txt.xz") == ("train", ".txt")
+    assert prep.name_and_format("data/t.parquet.gz") == ("t.parquet", ".gz")  # Parquet compresses itself
+    # a compressed file cut off while copying: one line, not a traceback from lzma
+    (packed / "train.txt.xz").write_bytes((packed / "train.txt.xz").read_bytes()[:200])
+    assert "train.txt.xz cannot be decompressed" in _error(tmp_path, packed)
+
+
+SAMPLE_META = os.path.join(REPO, "pretrained", "tinystories-cpu", "meta.json")
+
+
+@pytest.mark.skipif(not os.path.isfile(SAMPLE_META), reason="no shipped model in this checkout")
+def test_prepare_the_shipped_tinystories_sample(tmp_path):
+    """The sample in data_sample/ is what the shipped model was trained on: the same stories, so the same
+    documents and bytes per split (the tokens differ with this small, quick vocabulary)."""
+    out = _run(prep.SAMPLE, tmp_path / "out", bpe_train_bytes=100_000)
+    shipped = json.load(open(SAMPLE_META))["splits"]
+    assert {s: (v["docs"], v["bytes"]) for s, v in _meta(out)["splits"].items()} == \
+        {s: (v["docs"], v["bytes"]) for s, v in shipped.items()}
+
+
 def test_prepare_train_and_validation_halves_validation(tmp_path):
     data = tmp_path / "ts"
     data.mkdir()
@@ -1455,7 +1491,7 @@ def test_prepare_bad_input_is_one_line(tmp_path, monkeypatch):
     _write_txt(five, _docs(5, 0))
     _run(five, tmp_path / "out")  # a finished run, which the failing run below must leave alone
     message = _error(tmp_path, "tinystories")
-    assert "did not answer" in message and "--dataset=../shared/data/tinystories" in message
+    assert "did not answer" in message and "--dataset=data_sample/tinystories" in message
     assert os.path.exists(tmp_path / "out" / "meta.json")  # a failed run leaves the finished one in out_dir alone
     assert "at least 1" in _error(tmp_path, one, num_proc=0)
 
@@ -1573,12 +1609,12 @@ def copy_out_dir(trained, tmp_path):
 
 
 def run_main(module, monkeypatch, **settings):
-    """module.main() with some settings changed, as `--key=value` would; restored afterwards."""
+    """module.main() with some settings changed, as `--key=value` would (and told so); restored afterwards."""
     with monkeypatch.context() as m:
         for key, value in settings.items():
             assert hasattr(module, key), key
             m.setattr(module, key, value)
-        module.main()
+        module.main(given=list(settings))
 
 
 # ---- the loader --------------------------------------------------------------------------------
@@ -1756,6 +1792,22 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
                                                   f"`python train.py --out_dir={tmp_path}`"]
 
 
+def test_default_out_dir_without_a_checkpoint_uses_the_shipped_model(trained, tmp_path, monkeypatch, capsys):
+    """Right after cloning there is no out/: sample.py and eval.py then use pretrained/'s model (here a
+    stand-in for it), but an out_dir the user named stays theirs, and an empty one an error."""
+    shipped = copy_out_dir(trained, tmp_path)
+    monkeypatch.setattr(configurator, "SHIPPED_MODEL", str(shipped))
+    (tmp_path / "clone").mkdir()
+    monkeypatch.chdir(tmp_path / "clone")  # no out/ here
+    run_main(sample, monkeypatch, device="cpu", max_new_tokens=5, top_p=0.9)
+    captured = capsys.readouterr()
+    assert "note: no checkpoint in out yet; using the shipped model" in captured.err and "tokens/s" in captured.out
+    run_main(evaluation, monkeypatch, **{**EVAL_FAST, "splits": "test", "num_prompts": 0})
+    assert "using the shipped model" in capsys.readouterr().err and (shipped / "eval.json").is_file()
+    with pytest.raises(ConfigError, match="no checkpoint in out; train with"):
+        run_main(sample, monkeypatch, out_dir="out", device="cpu")
+
+
 # ---- perplexity and bits per byte ----------------------------------------------------------------
 
 def test_perplexity_is_exp_of_hand_computed_mean_nll(trained):
@@ -1924,11 +1976,22 @@ def test_report_with_loss_plot_and_eval_json(trained, tmp_path, monkeypatch, cap
     assert results["test"]["tokens"] == trained["meta"]["splits"]["test"]["tokens"]  # all of it
     assert results["train"]["tokens"] < trained["meta"]["splits"]["train"]["tokens"]  # a sample
     assert "random stretch" in results["train"]["scoring"] and results["hellaswag"]["items"] == 3
-    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "loss.png").read_bytes()[:8] == (out / "report-page1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
-    for heading in ("## Model and training", "![training and validation loss](loss.png)", "## Perplexity and bits per byte",
-                    "## Decoding strategies", "nucleus 0.9", "## HellaSwag", "<blockquote><b>"):
+    for heading in ("## Implementation", "\\sqrt{d}", "## Model, data and training",
+                    "![training and validation loss](loss.png)", "## Perplexity and bits per byte",
+                    "## Decoding strategies", "nucleus 0.9", "## HellaSwag", "<blockquote><b>", "## Discussion"):
         assert heading in report
+    # the report's numbers are eval.json's
+    test, greedy = results["test"], results["sampling"]["strategies"]["greedy"]
+    assert f"| test | {test['tokens']:,} | {test['bytes']:,} | {test['loss']:.4f} | {test['perplexity']:.2f} | " \
+           f"{test['bits_per_byte']:.4f} |" in report
+    assert f"| greedy | {greedy['fluency_ppl']:.2f} | {greedy['distinct_1']:.3f} |" in report
+    assert f"{results['test']['bits_per_byte']:.3f} bits per byte" in report  # the discussion's
+    assert f"{100 * results['hellaswag']['accuracy']:.2f}%" in report
+    pdf = (out / "report.pdf").read_bytes()
+    assert pdf.startswith(b"%PDF") and len(re.findall(rb"/Type /Page\b", pdf)) > 1
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
     # a later run of the same checkpoint keeps what it does not redo
     run_main(evaluation, monkeypatch, out_dir=str(out), splits="", num_prompts=0, device="cpu")
     assert json.loads((out / "eval.json").read_text())["hellaswag"]["items"] == 3
@@ -1978,6 +2041,24 @@ def test_eval_rejects_bad_data(trained, tmp_path, monkeypatch):
     np.full(8, 60000, dtype=np.uint16).tofile(data / "test.bin")
     with pytest.raises(ConfigError, match="token id 60000, outside the model's"):
         run_main(evaluation, monkeypatch, out_dir=str(tmp_path / "out"), data_dir=str(data), **EVAL_FAST)
+
+
+def test_eval_defaults_fit_a_small_block_size_but_explicit_lengths_must(trained, tmp_path, monkeypatch, capsys):
+    fit = evaluation.fit_in_context
+    assert fit(64, 8, 64, ()) == (8, 55, "shortened to fit the model's block_size=64: --new_tokens 64 -> 55")
+    assert fit(8, 8, 64, ())[:2] == (6, 1)  # the continuation first, then the prompt
+    assert fit(64, 8, 40, ()) == (8, 40, None)  # fits already
+    assert fit(64, 8, 64, ["new_tokens"]) == (8, 64, None)  # the user's lengths are theirs: sampling_analysis refuses
+    # the trained model has block_size=32: eval.py's defaults (8 + 64 tokens) shorten, and say so
+    out = copy_out_dir(trained, tmp_path)
+    run_main(evaluation, monkeypatch, out_dir=str(out), device="cpu", splits="", num_prompts=2, temperatures=(1.0,),
+             report=True)
+    sampling = json.loads((out / "eval.json").read_text())["sampling"]
+    assert (sampling["prompt_tokens"], sampling["new_tokens"]) == (8, 23)
+    assert sampling["note"] == "shortened to fit the model's block_size=32: --new_tokens 64 -> 23"
+    assert sampling["note"] in capsys.readouterr().err and sampling["note"] in (out / "report.md").read_text()
+    with pytest.raises(ConfigError, match="must be below block_size=32"):
+        run_main(evaluation, monkeypatch, out_dir=str(out), device="cpu", splits="", new_tokens=64)
 
 
 def test_unwritable_outputs_are_refused_before_the_work(trained, tmp_path, monkeypatch):

@@ -1,5 +1,5 @@
 # A small GPT that trains in 10 minutes on 2 CPU cores and then tells TinyStories-like stories.
-#   python prepare.py --dataset=../shared/data/tinystories
+#   python prepare.py --dataset=data_sample/tinystories    # the sample shipped in this repository
 #   python train.py config/tinystories_cpu.py
 #   python sample.py --out_dir=out-tinystories-cpu --start="Once upon a time"
 out_dir = "out-tinystories-cpu"
@@ -13,7 +13,7 @@ block_size = 256  # a TinyStories story is ~200 tokens
 dropout = 0.0  # 3.4 epochs barely overfit a model this small, and dropout costs ~15% of a CPU step
 batch_size = 16
 gradient_accumulation_steps = 1
-max_iters = 600  # 2.5M tokens, 3.4 epochs of the shared sample: 10 minutes on 2 cores
+max_iters = 600  # 2.5M tokens, 3.4 epochs of the shipped sample: 10 minutes on 2 cores
 learning_rate = 2e-3  # small models tolerate (and need) larger steps than GPT-2 small's 6e-4
 min_lr = 2e-4
 warmup_iters = 30
