@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 import bpe
 from configurator import autocast, configure, peak_flops, pick_device, pick_dtype
-from model import GPT, GPTConfig, hf_config, preset_config
+from model import GPT, GPTConfig, compile_generation, hf_config, preset_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_DATA = os.path.join(HERE, "..", "shared", "data")
@@ -487,7 +487,6 @@ def bench_sample(prompt_tokens=16):
     import copy
     from transformers import GPT2LMHeadModel
     from transformers.utils import logging
-    from sample import compile_generation
     logging.set_verbosity_error()
     logging.disable_progress_bar()
     print(f"batch 1, greedy, CPU ({torch.get_num_threads()} threads), torch {torch.__version__}, best of {repeats}\n")

@@ -29,6 +29,8 @@ import sys
 
 import torch
 
+from model import GPT, GPTConfig, check_sampling_args, read_checkpoint
+
 
 class ConfigError(SystemExit):
     """A user mistake: printed as one line on stderr, exit status 1, no traceback."""
@@ -373,3 +375,91 @@ def find_checkpoint(out_dir, ckpt="best"):
                 print(f"note: {out_dir} has no {wanted}; using {name}", file=sys.stderr)
             return path
     raise ConfigError(f"no checkpoint in {out_dir}; train with `python train.py --out_dir={out_dir}`")
+
+
+# ------------------------------------------------------------------------------------------------
+# A trained model, its tokenizer and prompts: what sample.py, eval.py and bench.py share
+
+CHECKPOINT_INFO = ("model_args", "iter_num", "best_val_loss", "config", "tokens", "elapsed")
+
+
+def load_model(out_dir, ckpt="best", device="cpu"):
+    """(model, tokenizer, meta) from a training out_dir or a shipped pretrained folder.
+    model: a GPT in eval mode on `device`, float32 weights. tokenizer: the one the model was trained
+    with. meta: the data's meta.json plus meta['checkpoint'] (model_args, iter_num, best_val_loss,
+    config, tokens, elapsed: whichever the file has) and meta['checkpoint_path']."""
+    path = find_checkpoint(out_dir, ckpt)
+    try:
+        checkpoint = read_checkpoint(path)
+    except ValueError as e:
+        raise ConfigError(str(e))  # its sentence names the file already
+    try:
+        config = GPTConfig(**checkpoint["model_args"])
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{path}: {e}")
+
+    meta = read_meta(out_dir, "copy the one from the data dir the model was trained on (train.py does this, "
+                              "with the tokenizer file)")
+    tokenizer = load_tokenizer(out_dir, meta["tokenizer"])
+
+    # Three records of the vocabulary must agree, or every token id would mean another string.
+    sizes = {"the tokenizer": tokenizer.vocab_size, "meta.json": meta["vocab_size"], "the checkpoint": config.vocab_size}
+    if len(set(sizes.values())) > 1:
+        found = ", ".join(f"{k} {v}" for k, v in sizes.items())
+        raise ConfigError(f"vocabulary sizes in {out_dir} do not match ({found}); the checkpoint, meta.json and "
+                          f"tokenizer must come from the same prepare.py + train.py run")
+    if meta["eot_id"] != tokenizer.eot_id:
+        raise ConfigError(f"meta.json in {out_dir} says eot_id={meta['eot_id']} but the tokenizer's is "
+                          f"{tokenizer.eot_id}; they come from different prepare.py runs")
+
+    try:
+        model = GPT.from_checkpoint(checkpoint)
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}")
+    meta["checkpoint"] = {k: checkpoint[k] for k in CHECKPOINT_INFO if k in checkpoint}
+    meta["checkpoint_path"] = path
+    return model.to(device).eval(), tokenizer, meta
+
+
+def load_tokenizer(folder, spec):
+    """meta.json's 'tokenizer' is 'gpt2' (OpenAI's, through tiktoken) or a file name in the same folder."""
+    from bpe import load_tokenizer as load_bpe  # imported here so load_model() errors stay one line without it
+    if spec != "gpt2":
+        spec = os.path.join(folder, spec)
+        if not os.path.isfile(spec):
+            raise ConfigError(f"{spec} not found; meta.json names it as the tokenizer (copy it from the data dir)")
+    try:
+        return load_bpe(spec)
+    except Exception as e:
+        raise ConfigError(f"cannot load the tokenizer {spec!r} ({type(e).__name__}: {e})")
+
+
+def sampling_args(temperature, top_k, top_p):
+    """Command-line values -> keyword arguments for model.stream / model.generate, with Hugging Face's
+    conventions: top_k=0 (or None) and top_p=1.0 mean no filter. Bad values are one-line errors."""
+    if top_k is not None and top_k < 0:
+        raise ConfigError(f"--top_k must be >= 1, or 0 for no limit; got {top_k}")
+    top_k = top_k or None
+    top_p = None if top_p == 1.0 else top_p
+    try:
+        check_sampling_args(temperature, top_k, top_p)
+    except ValueError as e:
+        raise ConfigError(f"--{e}")
+    return dict(temperature=float(temperature), top_k=top_k, top_p=top_p)
+
+
+def strategies(temperature=1.0):
+    """The three decoding strategies compared by --strategy=compare and by eval.py. temperature
+    applies to the two sampling ones (0 would make them greedy too, so it is taken as 1)."""
+    t = temperature or 1.0
+    return {
+        "greedy": sampling_args(0.0, None, 1.0),
+        f"top-k 50, T={t:g}": sampling_args(t, 50, 1.0),
+        f"nucleus 0.9, T={t:g}": sampling_args(t, None, 0.9),
+    }
+
+
+def encode_prompt(tokenizer, text):
+    """The prompt's token ids, after an end-of-text token: in training every document followed one,
+    so this is how the model knows a document begins here. An empty prompt is just that token."""
+    return [tokenizer.eot_id] + tokenizer.encode_ordinary(text)

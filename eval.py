@@ -27,8 +27,8 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, check_writable, configure,
-                          json_lines, model_dir, pick_device, pick_dtype, read_meta)
-from sample import encode_prompt, load, sampling_args, strategies
+                          encode_prompt, json_lines, load_model, model_dir, pick_device, pick_dtype, read_meta,
+                          sampling_args, strategies)
 
 # ------------------------------------------------------------------------------------------------
 out_dir = "out"  # a folder written by train.py, or a shipped pretrained/<name>/ folder
@@ -742,7 +742,7 @@ def evaluate_dir(out_dir, dev, reuse=False, given=()):
     """Run the configured evaluations of one out_dir and write eval.json (and loss.png, and with
     --report report.md and report.pdf). reuse: keep results eval.json already has for this checkpoint.
     given: the settings the user set (configure's list)."""
-    model, tokenizer, meta = load(out_dir, ckpt, dev)
+    model, tokenizer, meta = load_model(out_dir, ckpt, dev)
     check_writable(os.path.join(out_dir, "eval.json"))  # now, not after the evaluation
     results = {**read_results(out_dir, meta), "checkpoint": checkpoint_id(meta)}
     wanted = [s.strip() for s in splits.split(",") if s.strip()]

@@ -12,9 +12,6 @@ Generate text with a trained model, printing tokens as they come:
 Sampling follows Hugging Face's conventions: --top_k=0 and --top_p=1.0 switch those filters off.
 Generation stops at the end-of-text token or after max_new_tokens, and ends with a tokens/s figure.
 While the default out_dir holds no checkpoint, the model shipped in pretrained/tinystories-cpu/ is used.
-
-This file also holds load(), which eval.py shares: an out_dir (or a shipped pretrained/<name>/ folder)
--> (model, tokenizer, meta), with one-line errors for every way such a folder can be wrong.
 """
 import os
 import shutil
@@ -25,8 +22,8 @@ import time
 import torch
 
 from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, check_writable, configure,
-                          find_checkpoint, model_dir, pick_device, pick_dtype, read_meta)
-from model import GPT, GPTConfig, check_sampling_args, read_checkpoint
+                          encode_prompt, load_model, model_dir, pick_device, pick_dtype, sampling_args, strategies)
+from model import compile_generation
 
 # ------------------------------------------------------------------------------------------------
 out_dir = "out"  # a folder written by train.py, or a shipped pretrained/<name>/ folder
@@ -47,46 +44,6 @@ device = "auto"
 dtype = "auto"
 # ------------------------------------------------------------------------------------------------
 
-# what load() keeps of a checkpoint besides the weights; optimizer and RNG state are only for resuming
-CHECKPOINT_INFO = ("model_args", "iter_num", "best_val_loss", "config", "tokens", "elapsed")
-
-
-def load(out_dir, ckpt="best", device="cpu"):
-    """(model, tokenizer, meta) from a training out_dir or a shipped pretrained folder.
-    model: a GPT in eval mode on `device`, float32 weights. tokenizer: the one the model was trained
-    with. meta: the data's meta.json plus meta['checkpoint'] (model_args, iter_num, best_val_loss,
-    config, tokens, elapsed: whichever the file has) and meta['checkpoint_path']."""
-    path = find_checkpoint(out_dir, ckpt)
-    try:
-        checkpoint = read_checkpoint(path)
-    except ValueError as e:
-        raise ConfigError(str(e))  # its sentence names the file already
-    try:
-        config = GPTConfig(**checkpoint["model_args"])
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"{path}: {e}")
-
-    meta = read_meta(out_dir, "copy the one from the data dir the model was trained on (train.py does this, "
-                              "with the tokenizer file)")
-    tokenizer = load_tokenizer(out_dir, meta["tokenizer"])
-
-    # Three records of the vocabulary must agree, or every token id would mean another string.
-    sizes = {"the tokenizer": tokenizer.vocab_size, "meta.json": meta["vocab_size"], "the checkpoint": config.vocab_size}
-    if len(set(sizes.values())) > 1:
-        found = ", ".join(f"{k} {v}" for k, v in sizes.items())
-        raise ConfigError(f"vocabulary sizes in {out_dir} do not match ({found}); the checkpoint, meta.json and "
-                          f"tokenizer must come from the same prepare.py + train.py run")
-    if meta["eot_id"] != tokenizer.eot_id:
-        raise ConfigError(f"meta.json in {out_dir} says eot_id={meta['eot_id']} but the tokenizer's is "
-                          f"{tokenizer.eot_id}; they come from different prepare.py runs")
-
-    try:
-        model = GPT.from_checkpoint(checkpoint)
-    except ValueError as e:
-        raise ConfigError(f"{path}: {e}")
-    meta["checkpoint"] = {k: checkpoint[k] for k in CHECKPOINT_INFO if k in checkpoint}
-    meta["checkpoint_path"] = path
-    return model.to(device).eval(), tokenizer, meta
 
 
 def export_model(out_dir, ckpt, dest):
@@ -94,7 +51,7 @@ def export_model(out_dir, ckpt, dest):
     precision, the tied embedding stored once, no optimizer state) and the run's meta.json, tokenizer,
     log.jsonl, loss.png and eval.json where present. A folder to commit or share; float16 changes the test
     bits per byte by far less than 0.001 (eval.py on both folders shows it)."""
-    model, _, meta = load(out_dir, ckpt)  # the checks sample.py makes: a folder that does not load is not exported
+    model, _, meta = load_model(out_dir, ckpt)  # the checks sample.py makes: a folder that does not load is not exported
     path = meta["checkpoint_path"]
     weights = {k: v.half() for k, v in model.state_dict().items() if k != "lm_head.weight"}
     check_writable(os.path.join(dest, "model.pt"))
@@ -113,7 +70,7 @@ def export_hugging_face(out_dir, ckpt, dest):
     and the tokenizer's files (Tokenizer.save_hf), with <|endoftext|> as bos and eos, so that
     transformers.pipeline("text-generation", model=dest) continues a prompt as sample.py does. The files are
     written in a temporary folder first and moved into dest only when all are there."""
-    model, tokenizer, meta = load(out_dir, ckpt)
+    model, tokenizer, meta = load_model(out_dir, ckpt)
     check_writable(os.path.join(dest, "config.json"))
     with tempfile.TemporaryDirectory(dir=dest, prefix=".export-") as tmp:  # inside dest: same filesystem
         try:
@@ -129,50 +86,6 @@ def export_hugging_face(out_dir, ckpt, dest):
     size = sum(os.path.getsize(os.path.join(dest, name)) for name in names)
     print(f"wrote {dest} from {meta['checkpoint_path']}: {size / 1e6:.1f} MB, "
           f"for transformers.pipeline('text-generation', model={dest!r})")
-
-
-def load_tokenizer(folder, spec):
-    """meta.json's 'tokenizer' is 'gpt2' (OpenAI's, through tiktoken) or a file name in the same folder."""
-    from bpe import load_tokenizer as load_bpe  # imported here so load() errors stay one line without it
-    if spec != "gpt2":
-        spec = os.path.join(folder, spec)
-        if not os.path.isfile(spec):
-            raise ConfigError(f"{spec} not found; meta.json names it as the tokenizer (copy it from the data dir)")
-    try:
-        return load_bpe(spec)
-    except Exception as e:
-        raise ConfigError(f"cannot load the tokenizer {spec!r} ({type(e).__name__}: {e})")
-
-
-def sampling_args(temperature, top_k, top_p):
-    """Command-line values -> keyword arguments for model.stream / model.generate, with Hugging Face's
-    conventions: top_k=0 (or None) and top_p=1.0 mean no filter. Bad values are one-line errors."""
-    if top_k is not None and top_k < 0:
-        raise ConfigError(f"--top_k must be >= 1, or 0 for no limit; got {top_k}")
-    top_k = top_k or None
-    top_p = None if top_p == 1.0 else top_p
-    try:
-        check_sampling_args(temperature, top_k, top_p)
-    except ValueError as e:
-        raise ConfigError(f"--{e}")
-    return dict(temperature=float(temperature), top_k=top_k, top_p=top_p)
-
-
-def strategies(temperature=1.0):
-    """The three decoding strategies compared by --strategy=compare and by eval.py. temperature
-    applies to the two sampling ones (0 would make them greedy too, so it is taken as 1)."""
-    t = temperature or 1.0
-    return {
-        "greedy": sampling_args(0.0, None, 1.0),
-        f"top-k 50, T={t:g}": sampling_args(t, 50, 1.0),
-        f"nucleus 0.9, T={t:g}": sampling_args(t, None, 0.9),
-    }
-
-
-def encode_prompt(tokenizer, text):
-    """The prompt's token ids, after an end-of-text token: in training every document followed one,
-    so this is how the model knows a document begins here. An empty prompt is just that token."""
-    return [tokenizer.eot_id] + tokenizer.encode_ordinary(text)
 
 
 def read_prompt(start):
@@ -230,17 +143,6 @@ def stream_sample(model, tokenizer, prompt, max_new_tokens, generator=None, out=
     return ids, steps
 
 
-def compile_generation(model, prompt):
-    """torch.compile the model's per-token work (model.hidden: embeddings, blocks, final LayerNorm), and
-    compile it right away for the prompt ids' length and for one-token steps, so that what is timed
-    afterwards is generation alone. In eager mode a small model spends most of each step in Python
-    and dispatch overhead of ~100 small operations; compiled, the step is a few fused kernels."""
-    model.hidden = torch.compile(model.hidden)
-    idx = torch.tensor([prompt], dtype=torch.long, device=model.lm_head.weight.device)
-    model.generate(idx, 3, temperature=0.0)  # the prompt, the first step, then steps at any position
-    return model
-
-
 def main(given=()):
     """given: the settings the user set (configure's list), which decides whether out_dir was chosen."""
     if export or export_hf:
@@ -260,7 +162,7 @@ def main(given=()):
         runs = {"": sampling_args(0.0 if greedy else temperature, top_k, top_p)}
     check_ranges(globals(), {"max_new_tokens": (1, None), "num_samples": (1, None), "seed": SEEDS})
     prompt_text = read_prompt(start)
-    model, tokenizer, meta = load(model_dir(out_dir, given), ckpt, dev)
+    model, tokenizer, meta = load_model(model_dir(out_dir, given), ckpt, dev)
     prompt = encode_prompt(tokenizer, prompt_text)
     print(f"{meta['checkpoint_path']}: {model.num_params() / 1e6:.2f}M parameters, {len(prompt) - 1} prompt tokens",
           file=sys.stderr)

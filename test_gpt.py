@@ -338,7 +338,7 @@ def test_compiled_generation_equals_eager():
     torch._dynamo.reset()
     counters = torch._dynamo.utils.counters
     counters.clear()
-    sample.compile_generation(model, prompt[0].tolist())
+    model_module.compile_generation(model, prompt[0].tolist())
     assert torch.equal(model.generate(prompt, 12, temperature=0.0), expected)
     # compiled whole, not fallen back to eager piece by piece
     assert counters["stats"]["unique_graphs"] > 0 and not counters["graph_break"]
@@ -1620,12 +1620,12 @@ def run_main(module, monkeypatch, **settings):
 # ---- the loader --------------------------------------------------------------------------------
 
 def test_load_maps_best_last_and_model_pt(trained, tmp_path):
-    model, tok, meta = sample.load(str(trained["out_dir"]), "best")
+    model, tok, meta = configurator.load_model(str(trained["out_dir"]), "best")
     assert meta["checkpoint"]["iter_num"] == 60 and meta["checkpoint_path"].endswith("best.pt")
     assert tok.vocab_size == model.config.vocab_size == meta["vocab_size"]
     for p, q in zip(model.parameters(), trained["model"].parameters()):
         assert torch.equal(p, q)
-    assert sample.load(str(trained["out_dir"]), "last")[2]["checkpoint"]["iter_num"] == 61
+    assert configurator.load_model(str(trained["out_dir"]), "last")[2]["checkpoint"]["iter_num"] == 61
     # a shipped pretrained folder: only model.pt, fp16 weights and model_args
     out = copy_out_dir(trained, tmp_path)
     ckpt = torch.load(out / "best.pt", weights_only=True)
@@ -1633,7 +1633,7 @@ def test_load_maps_best_last_and_model_pt(trained, tmp_path):
                out / "model.pt")
     os.remove(out / "best.pt")
     os.remove(out / "ckpt.pt")
-    model16, _, meta16 = sample.load(str(out), "best")
+    model16, _, meta16 = configurator.load_model(str(out), "best")
     assert meta16["checkpoint_path"].endswith("model.pt")
     for p, q in zip(model16.parameters(), trained["model"].parameters()):
         assert torch.allclose(p, q, atol=1e-2)
@@ -1643,32 +1643,32 @@ def test_load_rejects_broken_folders(trained, tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(ConfigError, match="no checkpoint in .*train.py --out_dir"):
-        sample.load(str(empty))
+        configurator.load_model(str(empty))
     with pytest.raises(ConfigError, match="'best' or 'last'"):
-        sample.load(str(trained["out_dir"]), "newest")
+        configurator.load_model(str(trained["out_dir"]), "newest")
 
     out = copy_out_dir(trained, tmp_path)
     (out / "ckpt.pt").write_bytes((out / "ckpt.pt").read_bytes()[:1000])  # cut off while copying
     with pytest.raises(ConfigError, match="not a readable checkpoint") as error:
-        sample.load(str(out), "last")
+        configurator.load_model(str(out), "last")
     assert str(error.value).count(str(out / "ckpt.pt")) == 1  # named once, not by read_checkpoint and again by load
 
     os.remove(out / "meta.json")
     with pytest.raises(ConfigError, match="no meta.json"):
-        sample.load(str(out))
+        configurator.load_model(str(out))
     shutil.copy(trained["out_dir"] / "meta.json", out / "meta.json")
     os.remove(out / "tokenizer.json")
     with pytest.raises(ConfigError, match="tokenizer.json not found"):
-        sample.load(str(out))
+        configurator.load_model(str(out))
 
     # a tokenizer of another size: the three vocabulary records disagree
     bpe.train_bpe(["some other text entirely"], 270).save(str(out / "tokenizer.json"))
     with pytest.raises(ConfigError, match="vocabulary sizes .* do not match"):
-        sample.load(str(out))
+        configurator.load_model(str(out))
     shutil.copy(trained["out_dir"] / "tokenizer.json", out / "tokenizer.json")
     (out / "meta.json").write_text(json.dumps({**trained["meta"], "vocab_size": 8192}))
     with pytest.raises(ConfigError, match="meta.json 8192"):
-        sample.load(str(out))
+        configurator.load_model(str(out))
 
     # weights of another shape than model_args says
     shutil.copy(trained["out_dir"] / "meta.json", out / "meta.json")
@@ -1676,16 +1676,16 @@ def test_load_rejects_broken_folders(trained, tmp_path):
     ckpt["model"]["transformer.wpe.weight"] = torch.zeros(64, 32)
     torch.save(ckpt, out / "best.pt")
     with pytest.raises(ConfigError, match="wpe.weight.*shape"):
-        sample.load(str(out))
+        configurator.load_model(str(out))
 
 
 # ---- sampling ----------------------------------------------------------------------------------
 
 def test_greedy_is_deterministic(trained):
     model, tok = trained["model"], trained["tok"]
-    prompt = sample.encode_prompt(tok, "Tom saw a")
+    prompt = configurator.encode_prompt(tok, "Tom saw a")
     runs = [sample.stream_sample(model, tok, prompt, 20, torch.Generator().manual_seed(s), out=open(os.devnull, "w"),
-                                 **sample.sampling_args(0.0, 0, 1.0))[0] for s in (1, 2)]
+                                 **configurator.sampling_args(0.0, 0, 1.0))[0] for s in (1, 2)]
     assert runs[0] == runs[1] and len(runs[0]) > 0
     logits, _ = model(torch.tensor([prompt]))
     assert runs[0][0] == logits[0, -1].argmax().item()  # greedy = the most likely token
@@ -1702,13 +1702,13 @@ def next_token_draws(model, prompt, n, **sampling):
 @pytest.mark.parametrize("text", ["", "Lily saw a", "The cat was"])
 def test_top_k_and_nucleus_stay_in_their_sets(trained, text):
     model, tok = trained["model"], trained["tok"]
-    prompt = sample.encode_prompt(tok, text)
+    prompt = configurator.encode_prompt(tok, text)
     # temperature 2 flattens the distribution, so a token outside the set would be drawn if allowed
-    drawn, probs = next_token_draws(model, prompt, 2000, **sample.sampling_args(2.0, 5, 1.0))
+    drawn, probs = next_token_draws(model, prompt, 2000, **configurator.sampling_args(2.0, 5, 1.0))
     assert drawn <= set(probs.topk(5).indices.tolist())
     assert len(drawn) > 1
 
-    drawn, probs = next_token_draws(model, prompt, 2000, **sample.sampling_args(1.0, 0, 0.8))
+    drawn, probs = next_token_draws(model, prompt, 2000, **configurator.sampling_args(1.0, 0, 0.8))
     sorted_probs, order = probs.sort(descending=True)
     size = int((sorted_probs.cumsum(0) < 0.8).sum()) + 1  # the fewest tokens whose probability reaches 0.8
     assert drawn <= set(order[:size].tolist())
@@ -1940,7 +1940,7 @@ def test_hellaswag_scores_a_known_fixture(trained, tmp_path):
     result = evaluation.evaluate_hellaswag(model, tok, items, batch_size=5)
     assert result["items"] == 3 and result["accuracy"] == 1.0 and result["accuracy_norm"] == 1.0
     # the score of an ending is its log-likelihood after the context: check one by hand
-    ctx, ending = sample.encode_prompt(tok, HELLASWAG[0]["ctx"]), tok.encode_ordinary(" " + HELLASWAG[0]["endings"][1])
+    ctx, ending = configurator.encode_prompt(tok, HELLASWAG[0]["ctx"]), tok.encode_ordinary(" " + HELLASWAG[0]["endings"][1])
     logp = F.log_softmax(model(torch.tensor([ctx + ending[:-1]]))[0][0], dim=-1)
     by_hand = -sum(logp[len(ctx) - 1 + i, t].item() for i, t in enumerate(ending))
     ((nll, n),) = evaluation.continuation_nll(model, [(ctx, ending)])
@@ -2088,13 +2088,13 @@ def test_export_writes_a_small_half_precision_folder_that_loads(trained, tmp_pat
     weights = torch.load(dest / "model.pt", weights_only=True)["model"]
     assert "lm_head.weight" not in weights  # tied to wte: stored once
     assert all(t.dtype == torch.float16 for t in weights.values())
-    model, tok, meta = sample.load(str(dest))
+    model, tok, meta = configurator.load_model(str(dest))
     assert meta["checkpoint_path"].endswith("model.pt")
-    x = torch.tensor([sample.encode_prompt(tok, "Tom saw a cat")])
+    x = torch.tensor([configurator.encode_prompt(tok, "Tom saw a cat")])
     assert torch.allclose(model(x)[0], trained["model"](x)[0], atol=2e-2)
     os.remove(dest / "tokenizer.json")  # an incomplete folder: one line saying what is missing
     with pytest.raises(ConfigError, match="tokenizer.json not found"):
-        sample.load(str(dest))
+        configurator.load_model(str(dest))
 
 
 def test_fine_tune_from_an_exported_folder(trained, tmp_path, monkeypatch):
@@ -2117,10 +2117,10 @@ SHIPPED = os.path.join(REPO, "pretrained", "tinystories-cpu")
 
 @pytest.mark.skipif(not os.path.isdir(SHIPPED), reason="no shipped model in this checkout")
 def test_shipped_model_loads_and_stops_at_end_of_text():
-    model, tok, meta = sample.load(SHIPPED)
+    model, tok, meta = configurator.load_model(SHIPPED)
     size = sum(os.path.getsize(os.path.join(SHIPPED, f)) for f in os.listdir(SHIPPED))
     assert size < 10e6 and meta["vocab_size"] == model.config.vocab_size
-    prompt = torch.tensor([sample.encode_prompt(tok, "Once upon a time")])
+    prompt = torch.tensor([configurator.encode_prompt(tok, "Once upon a time")])
     steps = list(model.stream(prompt, 400, temperature=0.8, top_k=50, eot_id=tok.eot_id,
                               generator=torch.Generator().manual_seed(0)))
     assert int(steps[-1]) == tok.eot_id and len(steps) < 400  # a story that ends by itself
@@ -2131,10 +2131,10 @@ def test_shipped_model_loads_and_stops_at_end_of_text():
 @pytest.mark.skipif(not os.path.isdir(SHIPPED), reason="no shipped model in this checkout")
 def test_shipped_model_exports_to_hugging_face_with_the_same_logits(tmp_path):
     transformers = pytest.importorskip("transformers")
-    model, tok, meta = sample.load(SHIPPED)
+    model, tok, meta = configurator.load_model(SHIPPED)
     model.save_pretrained(tmp_path / "hf", eot_id=tok.eot_id)
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path / "hf").eval()
-    x = torch.tensor([sample.encode_prompt(tok, "Once upon a time there was a little dog.")])
+    x = torch.tensor([configurator.encode_prompt(tok, "Once upon a time there was a little dog.")])
     with torch.no_grad():
         assert torch.allclose(hf(x).logits, model(x)[0], atol=1e-4)
 
@@ -2144,14 +2144,14 @@ def test_shipped_model_exports_with_its_tokenizer_for_the_text_generation_pipeli
     transformers = pytest.importorskip("transformers")
     dest = tmp_path / "hf"
     run_main(sample, monkeypatch, out_dir=SHIPPED, export_hf=str(dest))
-    model, tok, _ = sample.load(SHIPPED)
+    model, tok, _ = configurator.load_model(SHIPPED)
     hf_tok = transformers.AutoTokenizer.from_pretrained(dest)
     stories = tiny_corpus(6, 0)
     for text in BPE_TEXTS + [EOT.join(stories), "\n\n".join(stories).replace(". ", ".  ")]:
         assert hf_tok.encode(text, add_special_tokens=False) == tok.encode(text), text
     generate = transformers.pipeline("text-generation", model=str(dest), device="cpu")
     for prompt in ("Once upon a time", ""):  # "": a fresh story after <|endoftext|>, as in sample.py
-        ids = sample.encode_prompt(tok, prompt)
+        ids = configurator.encode_prompt(tok, prompt)
         assert hf_tok(prompt).input_ids == ids
         greedy = model.generate(torch.tensor([ids]), 60, temperature=0.0, eot_id=tok.eot_id)[0].tolist()
         hf = generate(prompt, do_sample=False, max_new_tokens=60, return_tensors=True)[0]["generated_token_ids"]
