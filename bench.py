@@ -457,7 +457,7 @@ def print_profile(forward_backward, update, dev, rows=25):
     kinds = dict.fromkeys((kind for kind, _ in WORK_KINDS), 0.0)
     for name, ms, _ in times:
         kinds[next(kind for kind, pattern in WORK_KINDS if re.search(pattern, name.lower()))] += ms
-    print("\nby kind: " + ", ".join(f"{k} {100 * ms / total:.0f}%" for k, ms in kinds.items()))
+    print("\nby kind: " + ", ".join(f"{k} {100 * ms / total:.1f}%" for k, ms in kinds.items()))
     # a GPU that is busy for less than the step's wall time waits on the CPU (kernel launches, Python)
     print(f"{'kernels' if on_gpu else 'operators'} {total:.1f} ms of {wall:.1f} ms per step (wall time, profiled); "
           f"the optimizer step (clipping + AdamW) alone: {1e3 * median(update_times):.1f} ms")
@@ -478,7 +478,10 @@ def best_times(fns):
     return best
 
 
-def bench_sample(prompt_tokens=16):
+PROMPT_TOKENS = 16  # the sample benchmark's prompt
+
+
+def bench_sample():
     """Our KV-cache generation (model.stream, what sample.py runs; with --compile=True also compiled as
     sample.py --compile=True does) against Hugging Face's generate() on the same weights (exported with
     save_pretrained): batch 1, CPU, greedy, the same prompt, and min_new_tokens so both generate the same
@@ -501,7 +504,7 @@ def bench_sample(prompt_tokens=16):
         with tempfile.TemporaryDirectory() as d:
             ours.save_pretrained(d, eot_id=eot)
             hf = GPT2LMHeadModel.from_pretrained(d).eval()
-        prompt = torch.randint(eot, (1, prompt_tokens), generator=torch.Generator().manual_seed(seed))
+        prompt = torch.randint(eot, (1, PROMPT_TOKENS), generator=torch.Generator().manual_seed(seed))
         runs = {"ours": ours}
         if compile:
             torch._dynamo.reset()  # the previous size's compiled graphs would count against the recompile limit
@@ -515,7 +518,7 @@ def bench_sample(prompt_tokens=16):
         t = dict(zip([*runs, "hf"], best_times(fns)))
         compiled = (f"{new_tokens / t['compiled']:.1f}", f"{t['hf'] / t['compiled']:.2f}x") if compile else ("-", "-")
         print(f"| {which} ({ours.num_params() / 1e6:.1f}M: {config.n_layer}L {config.n_embd}C, vocab "
-              f"{config.vocab_size}) | {prompt_tokens} + {new_tokens} | {new_tokens / t['ours']:.1f} | {compiled[0]} | "
+              f"{config.vocab_size}) | {PROMPT_TOKENS} + {new_tokens} | {new_tokens / t['ours']:.1f} | {compiled[0]} | "
               f"{new_tokens / t['hf']:.1f} | {t['hf'] / t['ours']:.2f}x | {compiled[1]} | yes |", flush=True)
 
 

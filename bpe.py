@@ -18,8 +18,10 @@ fast path equal to its reference.
     Tokenizer.load("tokenizer.json").decode(tok.encode("Once upon a time"))
 """
 import codecs
+import gzip
 import heapq
 import json
+import lzma
 import multiprocessing
 import os
 from collections import Counter, defaultdict
@@ -35,6 +37,7 @@ from tqdm import tqdm
 GPT2_SPLIT_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 EOT = "<|endoftext|>"
 _WHITESPACE = regex.compile(r"\s")
+COMPRESSED = {".gz": gzip.open, ".xz": lzma.open}  # files read as the text they hold, so data can ship small
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -126,7 +129,7 @@ def read_text(path, block_bytes=1 << 20):
     if not os.path.isfile(path):
         raise ValueError(f"training input {path!r} is not a file")
     decoder, offset = codecs.getincrementaldecoder("utf-8")(), 0
-    with open(path, "rb") as f:
+    with COMPRESSED.get(os.path.splitext(path)[1], open)(path, "rb") as f:
         for block in chain(iter(lambda: f.read(block_bytes), b""), [b""]):
             undecoded = len(decoder.getstate()[0])  # the start of a character cut by the previous block
             try:
@@ -551,11 +554,11 @@ def load_tokenizer(spec):
 
 
 if __name__ == "__main__":
-    # python bpe.py --input=../shared/data/tinystories/train.txt --vocab_size=8192 --out=tokenizer.json
+    # python bpe.py --input=data_sample/tinystories/train.txt.xz --vocab_size=8192 --out=tokenizer.json
     import time
 
     from configurator import check_writable, configure, one_line_if_full
-    config = dict(input="../shared/data/tinystories/train.txt", vocab_size=8192, out="tokenizer.json")
+    config = dict(input="data_sample/tinystories/train.txt.xz", vocab_size=8192, out="tokenizer.json")
     configure(config)
     check_writable(config["out"])
     started = time.perf_counter()

@@ -12,16 +12,14 @@ must have the default's type, so a typo fails loudly instead of training the wro
 
 It also owns what every script does the same way: which device to run on, the autocast context
 that goes with it, writing output files atomically (and a full disk as one line), holding a run's
-folder against a second launch, reading (possibly compressed) text files, and which folder a model is
-loaded from.
+folder against a second launch, reading (possibly compressed) text files and meta.json, and loading a
+trained model with its tokenizer (which folder, and every way it can be wrong, in one line).
 """
 import ast
 import contextlib
 import difflib
 import errno
-import gzip
 import json
-import lzma
 import os
 import shutil
 import socket
@@ -29,6 +27,7 @@ import sys
 
 import torch
 
+import bpe
 from model import GPT, GPTConfig, check_sampling_args, read_checkpoint
 
 
@@ -302,12 +301,9 @@ def check_writable(path):
         raise ConfigError(f"cannot write {path} ({e.strerror}); pass a path in a writable folder")
 
 
-COMPRESSED = {".gz": gzip.open, ".xz": lzma.open}  # read as the text they hold: data can ship small
-
-
 def open_text(path):
     """A UTF-8 text file opened for reading, decompressed on the fly when its name ends in .gz or .xz."""
-    return COMPRESSED.get(os.path.splitext(path)[1], open)(path, "rt", encoding="utf-8")
+    return bpe.COMPRESSED.get(os.path.splitext(path)[1], open)(path, "rt", encoding="utf-8")
 
 
 def json_lines(path):
@@ -423,13 +419,12 @@ def load_model(out_dir, ckpt="best", device="cpu"):
 
 def load_tokenizer(folder, spec):
     """meta.json's 'tokenizer' is 'gpt2' (OpenAI's, through tiktoken) or a file name in the same folder."""
-    from bpe import load_tokenizer as load_bpe  # imported here so load_model() errors stay one line without it
     if spec != "gpt2":
         spec = os.path.join(folder, spec)
         if not os.path.isfile(spec):
             raise ConfigError(f"{spec} not found; meta.json names it as the tokenizer (copy it from the data dir)")
     try:
-        return load_bpe(spec)
+        return bpe.load_tokenizer(spec)
     except Exception as e:
         raise ConfigError(f"cannot load the tokenizer {spec!r} ({type(e).__name__}: {e})")
 

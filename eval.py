@@ -6,7 +6,7 @@ a loss plot, a Markdown report, and a comparison table across models.
     python eval.py                                          # right after cloning: the shipped model
     python eval.py --out_dir=out --report                   # ... and out/report.md + report.pdf, the assignment's report
     python eval.py --out_dir=out --stride=128               # sliding-window perplexity (more context per token)
-    python eval.py --out_dir=out --hellaswag=../shared/data/hellaswag/hellaswag_val.jsonl
+    python eval.py --out_dir=out --hellaswag=hellaswag_val.jsonl
     python eval.py --out_dirs=out-small,out-medium          # one row per model, also written to comparison.md
 
 Every run writes its numbers to out_dir/eval.json (merged with what an earlier run of the same

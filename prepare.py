@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 import bpe
-from configurator import COMPRESSED, ConfigError, atomic_write, configure, json_lines, one_line_if_full, open_text
+from configurator import ConfigError, atomic_write, configure, json_lines, one_line_if_full, open_text
 
 # -----------------------------------------------------------------------------
 # settings, overridden from the command line: python prepare.py --dataset=... --vocab_size=32000
@@ -121,11 +121,11 @@ def reading_errors(path):
     try:
         yield
     except (EOFError, OSError, lzma.LZMAError) as e:  # gzip's BadGzipFile is an OSError; a cut file ends early
-        if os.path.splitext(path)[1] not in COMPRESSED:
+        if os.path.splitext(path)[1] not in bpe.COMPRESSED:
             raise
         fail(f"{path} cannot be decompressed ({type(e).__name__}: {e}); copy or download it again")
     except UnicodeDecodeError as e:
-        if os.path.splitext(path)[1] in COMPRESSED:
+        if os.path.splitext(path)[1] in bpe.COMPRESSED:
             fail(f"{path} does not hold UTF-8 text once decompressed ({e.reason}); convert it to UTF-8 first")
         try:
             for _ in bpe.read_text(path):
@@ -169,9 +169,9 @@ READERS = {".txt": read_txt, ".jsonl": read_jsonl, ".parquet": read_parquet}
 
 def name_and_format(path):
     """A data file's name without its extensions, and the reader's key: 'train.txt.xz' -> ('train', '.txt').
-    Text formats may be compressed (COMPRESSED); Parquet compresses itself."""
+    Text formats may be compressed (bpe.COMPRESSED); Parquet compresses itself."""
     stem, ext = os.path.splitext(os.path.basename(os.path.normpath(path)))
-    if ext in COMPRESSED and os.path.splitext(stem)[1] in (".txt", ".jsonl"):
+    if ext in bpe.COMPRESSED and os.path.splitext(stem)[1] in (".txt", ".jsonl"):
         stem, ext = os.path.splitext(stem)
     return stem, ext
 
@@ -302,7 +302,7 @@ def make_tokenizer(kind, plan, vocab_size, bpe_train_bytes, num_proc):
             return bpe.load_tokenizer("gpt2"), "gpt2"
         except Exception as e:  # tiktoken downloads GPT-2's files once; offline they must already be in its cache
             fail(f"cannot load GPT-2's tokenizer ({type(e).__name__}); offline, point TIKTOKEN_CACHE_DIR at a copy "
-                 f"of its files (export TIKTOKEN_CACHE_DIR=../shared/tiktoken_cache)")
+                 f"of its files (export TIKTOKEN_CACHE_DIR=/path/to/cache)")
     try:
         if kind == "bpe":
             print(f"training a {vocab_size:,}-token BPE tokenizer on at most {bpe_train_bytes:,} bytes of train")

@@ -2,6 +2,7 @@
 The test suite: `python -m pytest -q test_gpt.py`. Every test makes its own small data, so a fresh clone
 runs it without ../shared or the network (the one GPT-2 tokenizer-file check skips without them).
 """
+import contextlib
 import dataclasses
 import errno
 import gc
@@ -36,7 +37,15 @@ from model import GPT, ChunkedCrossEntropy, GPTConfig, PRESETS, preset_config
 from train import Batches, accumulate_gradients, get_lr, save
 
 REPO = os.path.dirname(os.path.abspath(__file__))
-os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(REPO, "..", "shared", "tiktoken_cache"))
+if os.path.isdir(os.path.join(REPO, "..", "shared", "tiktoken_cache")):  # beside the checkout on our machines
+    os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(REPO, "..", "shared", "tiktoken_cache"))
+# tiktoken's cache names for GPT-2's encoder.json and vocab.bpe (sha1 of their addresses)
+GPT2_FILES = [os.path.join(os.environ.get("TIKTOKEN_CACHE_DIR", ""), name) for name in
+              ("6c7ea1a7e38e3a7f062df639a5b80947f075ffe6", "6d1cbeee0f20b3d9449abfede4726ed8212e3aee")]
+needs_gpt2_files = pytest.mark.skipif(
+    not all(os.path.isfile(f) for f in GPT2_FILES),
+    reason="needs GPT-2's tokenizer files in tiktoken's cache: set TIKTOKEN_CACHE_DIR to a folder holding them "
+           "(tiktoken downloads them once where there is a network)")
 # Tiny models run faster on one thread: splitting a 32-wide matmul costs more than it saves, and much
 # more on a busy machine, where a second thread waits for a free core at every operation.
 torch.set_num_threads(1)
@@ -145,7 +154,7 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
 def test_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, error, free):
     """What each library raises when the disk fills; errors without an errno come with no space left."""
     if free is not None:
-        monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.SimpleNamespace(free=free))
+        monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.types.SimpleNamespace(free=free))
     path = tmp_path / "eval.json"
     path.write_text("old")
     with pytest.raises(ConfigError) as full:
@@ -471,7 +480,6 @@ def test_gradient_accumulation_of_4x4_equals_one_batch_of_16():
     torch.manual_seed(0)
     model = GPT(tiny_config())
     x, y = torch.randint(50, (16, 16)), torch.randint(50, (16, 16))
-    import contextlib
     loss_one = accumulate_gradients(model, [(x, y)], contextlib.nullcontext())
     grads_one = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
@@ -640,7 +648,7 @@ def test_full_disk_names_the_file_and_the_intact_checkpoint(token_data, tmp_path
     def save_to_a_full_disk(obj, f):
         if f.endswith("ckpt.pt.tmp") and os.path.exists(out_dir / "ckpt.pt"):
             real_open(f, "wb").write(b"PK\x03\x04 half a checkpoint")
-            monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.SimpleNamespace(free=0))
+            monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.types.SimpleNamespace(free=0))
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
         real_save(obj, f)
 
@@ -737,12 +745,9 @@ def test_nan_loss_stops_with_a_message(token_data, tmp_path):
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "loss is nan at step 2" in proc.stderr  # step 2 is the first to log (every third step), so to read it
     assert "dtype='float32'" not in proc.stderr  # no use suggesting what the run already had
-    kept = re.search(r"(\S+) holds step (\d+), the last good one: continue it with --init_from=resume", proc.stderr)
-    if kept:  # the message names the file to resume from, and the step it holds
-        assert torch.load(kept[1], weights_only=True)["iter_num"] == int(kept[2])
-    else:
-        assert "no ckpt.pt was saved yet: start afresh in another --out_dir" in proc.stderr
-        assert not os.path.exists(os.path.join(out_dir, "ckpt.pt"))
+    # before its first ckpt.pt (due at step 10): the message says so, and best.pt (step 0) is what is left
+    assert "no ckpt.pt was saved yet: start afresh in another --out_dir" in proc.stderr
+    assert not os.path.exists(os.path.join(out_dir, "ckpt.pt"))
     # what is left to resume from is good: a step can make the weights inf while its own loss was finite
     saved = [os.path.join(out_dir, f) for f in ("ckpt.pt", "best.pt") if os.path.exists(os.path.join(out_dir, f))]
     assert saved
@@ -833,7 +838,6 @@ def test_train_refuses_unwritable_out_dir_and_resume_of_another_shape(token_data
 # ================================================================================================
 # bpe.py
 
-BPE_SHARED = os.path.join(REPO, "..", "shared")
 EOT = bpe.EOT
 # Texts every encoder must get right, most of them never seen in training.
 BPE_TEXTS = [
@@ -983,8 +987,7 @@ def test_decode_replaces_invalid_utf8(bpe_tok):
     assert bpe_tok.decode([0xff]) == "\ufffd"
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(BPE_SHARED, "tiktoken_cache")),
-                    reason="GPT-2's tokenizer files are in ../shared/tiktoken_cache")
+@needs_gpt2_files
 def test_encode_iterable_keeps_contractions_whole_at_any_cut():
     gpt2 = bpe.load_tokenizer("gpt2")  # it merges "'ve", "'ll", "'re": a wrong cut changes the ids
     for text in ("we've done", "I'll go, they're here", "it's", "you'd"):
@@ -1062,12 +1065,9 @@ def test_hugging_face_tokenizer_files_give_the_same_ids(bpe_tok, bpe_shuffled, t
         bpe.Tokenizer(bpe_tok.vocab, bpe_tok.merges, pattern=r"\S+|\s+").save_hf(tmp_path)
 
 
-@pytest.mark.skipif(not os.path.isdir(os.path.join(BPE_SHARED, "tiktoken_cache")),
-                    reason="needs OpenAI's GPT-2 files in ../shared/tiktoken_cache")
+@needs_gpt2_files
 def test_gpt2_files_give_tiktoken_ids(tmp_path):
-    cache = os.path.join(BPE_SHARED, "tiktoken_cache")
-    encoder_json = os.path.join(cache, "6c7ea1a7e38e3a7f062df639a5b80947f075ffe6")
-    vocab_bpe = os.path.join(cache, "6d1cbeee0f20b3d9449abfede4726ed8212e3aee")
+    encoder_json, vocab_bpe = GPT2_FILES
     from_files = bpe.Tokenizer.from_gpt2_files(encoder_json, vocab_bpe)
     reference = tiktoken.get_encoding("gpt2")
     plain = bpe.Tokenizer(from_files.vocab, from_files.merges)  # as course tests load it: no special tokens
@@ -1210,6 +1210,7 @@ def test_prepare_txt_splits_offsets_and_meta(tmp_path):
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
 
 
+@needs_gpt2_files
 def test_prepare_jsonl_parquet_and_gpt2(tmp_path):
     pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
     data = tmp_path / "mixed"
@@ -1289,6 +1290,7 @@ def test_prepare_single_split_carves_val_and_test_from_the_end(tmp_path):
     assert _read_bin(out, "test").tolist() == _expected(tok, docs[95:])
 
 
+@needs_gpt2_files
 @pytest.mark.parametrize("style", ["prose", "wikitext"])
 def test_prepare_running_text_is_cut_without_changing_tokens(tmp_path, style):
     # no <|endoftext|> lines: one running text, long enough to come in many pieces
@@ -1636,7 +1638,7 @@ def test_load_maps_best_last_and_model_pt(trained, tmp_path):
     model16, _, meta16 = configurator.load_model(str(out), "best")
     assert meta16["checkpoint_path"].endswith("model.pt")
     for p, q in zip(model16.parameters(), trained["model"].parameters()):
-        assert torch.allclose(p, q, atol=1e-2)
+        assert torch.equal(p, q.half().float())  # float16 weights, read back exactly
 
 
 def test_load_rejects_broken_folders(trained, tmp_path):
@@ -1763,6 +1765,11 @@ def test_sample_cli_streams_compares_and_reports_speed(trained, monkeypatch, cap
     run_main(sample, monkeypatch, **common, start="Tom", strategy="compare")
     out = capsys.readouterr().out
     assert all(label in out for label in ("greedy", "top-k 50", "nucleus 0.9"))
+    model, tok = trained["model"], trained["tok"]
+    prompt = torch.tensor([configurator.encode_prompt(tok, "Tom")])
+    ids = model.generate(prompt, 12, temperature=0, eot_id=tok.eot_id)[0, 1:].tolist()  # the prompt, then its greedy run
+    greedy = tok.decode([i for i in ids if i != tok.eot_id])  # printed up to the end-of-text token
+    assert out.split("greedy\n")[1].startswith(greedy + "\n")
     run_main(sample, monkeypatch, **common, greedy=True)
     first = capsys.readouterr().out.rsplit("---", 1)[0]
     run_main(sample, monkeypatch, **common, greedy=True, seed=7)
@@ -2091,7 +2098,9 @@ def test_export_writes_a_small_half_precision_folder_that_loads(trained, tmp_pat
     model, tok, meta = configurator.load_model(str(dest))
     assert meta["checkpoint_path"].endswith("model.pt")
     x = torch.tensor([configurator.encode_prompt(tok, "Tom saw a cat")])
-    assert torch.allclose(model(x)[0], trained["model"](x)[0], atol=2e-2)
+    rounded = GPT(trained["model"].config)  # the trained weights rounded to float16: what the export holds, exactly
+    rounded.load_state_dict({k: v.half().float() for k, v in trained["model"].state_dict().items()})
+    assert torch.equal(model(x)[0], rounded(x)[0])
     os.remove(dest / "tokenizer.json")  # an incomplete folder: one line saying what is missing
     with pytest.raises(ConfigError, match="tokenizer.json not found"):
         configurator.load_model(str(dest))
@@ -2104,9 +2113,16 @@ def test_fine_tune_from_an_exported_folder(trained, tmp_path, monkeypatch):
             "--eval_interval=3", "--eval_iters=1", "--batch_size=4", "--block_size=32"]
     run_train(*args, f"--out_dir={tmp_path / 'tuned'}")
     log = read_log(tmp_path / "tuned")
-    start, end = log[0]["val_loss"], log[-1]["val_loss"]
-    assert start < 5.0  # it starts from the trained weights, not from scratch (ln 300 = 5.7)
-    assert math.isfinite(end)
+    # it starts from the exported weights: its first evaluation is theirs, on train.py's own val batches
+    from train import Batches, estimate_loss
+    exported = GPT.from_checkpoint(str(dest / "model.pt")).eval()
+    val = Batches(os.path.join(trained["data_dir"], "val.bin"), 32, "cpu")
+    run, procs = types.SimpleNamespace(eval_iters=1, batch_size=4, seed=1337), types.SimpleNamespace(rank=0, world_size=1, ddp=False,
+                                                                                          device="cpu")
+    with torch.no_grad():
+        expected = estimate_loss(exported, {"val": val}, run, contextlib.nullcontext(), procs)["val"]
+    assert log[0]["iter"] == 0 and log[0]["val_loss"] == pytest.approx(expected, rel=1e-6)
+    assert math.isfinite(log[-1]["val_loss"])
     # the fine-tune's own dropout applies, not the one the shipped model was trained with (0)
     run_train(*args, f"--out_dir={tmp_path / 'dropout'}", "--dropout=0.5")
     assert train_losses(tmp_path / "dropout")[3] != train_losses(tmp_path / "tuned")[3]
@@ -2199,5 +2215,6 @@ def test_bench_train_compares_and_profiles_at_a_toy_size():
                           cwd=REPO, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr
     assert "| Hugging Face GPT2LMHeadModel (sdpa, eager) |" in proc.stdout and "| ours, eager |" in proc.stdout
-    assert int(re.search(r"by kind: optimizer (\d+)%", proc.stdout)[1]) > 0  # its step is inside the profile
+    # its step is inside the profile (a share under 1% on a busy machine, where the matmuls slow down most)
+    assert float(re.search(r"by kind: optimizer ([\d.]+)%", proc.stdout)[1]) > 0
     assert "the optimizer step (clipping + AdamW) alone" in proc.stdout

@@ -72,7 +72,7 @@ seed = 1337
 # ------------------------------------------------------------------------------------------------
 DEFAULTS = settings(globals())  # what a checkpoint records of the run, and a resume restores
 
-MAKE_DATA = "make the data with `python prepare.py --dataset=../shared/data/tinystories` (or another) and pass its --data_dir"
+MAKE_DATA = "make the data with `python prepare.py --dataset=data_sample/tinystories` (or another) and pass its --data_dir"
 
 
 # ---- the pieces of a step ------------------------------------------------------------------------
