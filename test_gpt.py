@@ -1,6 +1,8 @@
 """
-The test suite: `python -m pytest -q test_gpt.py`. Every test makes its own small data, so a fresh clone
-runs it without ../shared or the network (the one GPT-2 tokenizer-file check skips without them).
+The test suite: `python -m pytest -q test_gpt.py` (CI's command); `-m "not slow"` leaves out the tests that take
+seconds each (training runs, subprocesses, compilation), a quick loop of about half a minute. Every test makes its
+own small data or uses what the repository ships, so a fresh clone runs it without ../shared or the network; the
+tests that need GPT-2's own tokenizer files skip, saying so, where tiktoken's cache lacks them.
 """
 import contextlib
 import dataclasses
@@ -154,7 +156,7 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
 def test_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, error, free):
     """What each library raises when the disk fills; errors without an errno come with no space left."""
     if free is not None:
-        monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.types.SimpleNamespace(free=free))
+        monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.SimpleNamespace(free=free))
     path = tmp_path / "eval.json"
     path.write_text("old")
     with pytest.raises(ConfigError) as full:
@@ -337,6 +339,7 @@ def test_kv_cache_generation_equals_no_cache_past_block_size(fused):
                        model.generate(prompt, 20, top_k=10, generator=g2, use_cache=False))
 
 
+@pytest.mark.slow
 def test_compiled_generation_equals_eager():
     """sample.py --compile=True gives the same tokens, also past block_size (where the cache is rebuilt
     every step: another shape to compile)."""
@@ -418,6 +421,7 @@ def test_from_checkpoint_loads_half_precision_weights_and_names_bad_files(tmp_pa
         GPT.from_checkpoint(tmp_path / "cut.pt")
 
 
+@pytest.mark.slow
 def test_hugging_face_parity_both_ways(tmp_path):
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
@@ -561,6 +565,7 @@ def train_losses(out_dir):
     return {r["iter"]: r["train_loss"] for r in read_log(out_dir) if "val_loss" not in r}
 
 
+@pytest.mark.slow
 def test_float16_training_scales_its_loss_and_learns_like_float32(token_data, tmp_path):
     """dtype='auto' picks float16 on GPUs without bf16; train.py must scale the loss for the GradScaler
     (which divides the gradients by its scale). Run here on the CPU, which has float16 autocast too."""
@@ -587,6 +592,7 @@ def test_gradient_clipping_changes_the_steps(token_data, tmp_path):
     assert runs["0.0"][1] == runs["0.05"][1] and runs["0.0"][4] != runs["0.05"][4]
 
 
+@pytest.mark.slow
 def test_resumed_run_equals_uninterrupted_run(token_data, tmp_path):
     straight, interrupted = str(tmp_path / "straight"), str(tmp_path / "interrupted")
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={straight}", "--max_iters=16", "--dropout=0.1")
@@ -608,6 +614,7 @@ def test_resumed_run_equals_uninterrupted_run(token_data, tmp_path):
     assert best["best_val_loss"] == min(r["val_loss"] for r in log if "val_loss" in r)
 
 
+@pytest.mark.slow
 def test_resume_with_more_steps_keeps_the_learning_rate_schedule(token_data, tmp_path):
     out_dir = str(tmp_path / "out")
     run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=4", "--lr_decay_iters=0",
@@ -624,6 +631,7 @@ def wait_for_log_lines(log, n, timeout=60):
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_sigint_finishes_the_step_saves_and_exits(token_data, tmp_path):
     out_dir = str(tmp_path / "out")
     proc = subprocess.Popen([sys.executable, "train.py", *TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}",
@@ -648,7 +656,7 @@ def test_full_disk_names_the_file_and_the_intact_checkpoint(token_data, tmp_path
     def save_to_a_full_disk(obj, f):
         if f.endswith("ckpt.pt.tmp") and os.path.exists(out_dir / "ckpt.pt"):
             real_open(f, "wb").write(b"PK\x03\x04 half a checkpoint")
-            monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.types.SimpleNamespace(free=0))
+            monkeypatch.setattr(shutil, "disk_usage", lambda folder: types.SimpleNamespace(free=0))
             raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
         real_save(obj, f)
 
@@ -685,6 +693,7 @@ def test_full_disk_names_the_file_and_the_intact_checkpoint(token_data, tmp_path
     assert [r["iter"] for r in read_log(out_dir) if "val_loss" not in r] == list(range(1, 7))
 
 
+@pytest.mark.slow
 def test_a_second_launch_into_a_running_out_dir_refuses(token_data, tmp_path, monkeypatch):
     """The same command run twice, or a job requeued while its first copy still runs: the second launch stops in
     one line naming the first, which goes on unharmed; once the first is killed, the OS has dropped its lock, and
@@ -714,6 +723,7 @@ def test_a_second_launch_into_a_running_out_dir_refuses(token_data, tmp_path, mo
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds the worker processes through /proc")
+@pytest.mark.slow
 def test_sigterm_to_one_ddp_process_stops_all_at_the_same_step_and_saves(token_data, tmp_path):
     """A scheduler may signal one process of a torchrun job: the others must stop with it after the same
     step (not wait forever for it in the next all-reduce), and rank 0 saves that step."""
@@ -737,6 +747,7 @@ def test_sigterm_to_one_ddp_process_stops_all_at_the_same_step_and_saves(token_d
     assert 2 <= checkpoint["iter_num"] == max(train_losses(out_dir)) < 100000
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_a_message(token_data, tmp_path):
     out_dir = str(tmp_path / "out")
     proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=50",
@@ -764,6 +775,7 @@ def test_nan_loss_stops_with_a_message(token_data, tmp_path):
     assert torch.load(os.path.join(good, "ckpt.pt"), weights_only=True)["iter_num"] == 2
 
 
+@pytest.mark.slow
 def test_ddp_under_gloo_matches_one_process(token_data, tmp_path):
     # two micro-steps per process: their gradients are summed locally and averaged across processes once
     args = [*TINY_RUN, f"--data_dir={token_data}", "--max_iters=4", "--gradient_accumulation_steps=4"]
@@ -775,6 +787,7 @@ def test_ddp_under_gloo_matches_one_process(token_data, tmp_path):
     assert all(abs(one[i] - two[i]) < 1e-4 for i in one)
 
 
+@pytest.mark.slow
 def test_ddp_processes_draw_their_own_dropout_masks(token_data, tmp_path):
     """On data whose windows are all the same, micro-batches differ only in their dropout masks: were one
     process's masks copied to the other, two processes would log exactly the loss of one."""
@@ -812,6 +825,7 @@ def test_train_bad_input_is_one_line(token_data, tmp_path, args, message):
     assert message in str(error.value) and "\n" not in str(error.value)
 
 
+@pytest.mark.slow
 def test_train_refuses_unwritable_out_dir_and_resume_of_another_shape(token_data, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -1211,6 +1225,7 @@ def test_prepare_txt_splits_offsets_and_meta(tmp_path):
 
 
 @needs_gpt2_files
+@pytest.mark.slow
 def test_prepare_jsonl_parquet_and_gpt2(tmp_path):
     pa, pq = pytest.importorskip("pyarrow"), pytest.importorskip("pyarrow.parquet")
     data = tmp_path / "mixed"
@@ -1410,6 +1425,7 @@ def test_prepare_failed_rerun_leaves_the_finished_dataset_alone(tmp_path, monkey
         assert _contents(out) == before
 
 
+@pytest.mark.slow
 def test_bpe_cli_creates_the_output_folder(tmp_path):
     corpus = tmp_path / "corpus.txt"
     _write_txt(corpus, _docs(30, 0))
@@ -1498,6 +1514,7 @@ def test_prepare_bad_input_is_one_line(tmp_path, monkeypatch):
     assert "at least 1" in _error(tmp_path, one, num_proc=0)
 
 
+@pytest.mark.slow
 def test_prepare_cli_error_has_no_traceback(tmp_path):
     script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "prepare.py")
     result = subprocess.run([sys.executable, script, f"--dataset={tmp_path / 'missing'}"],
@@ -1791,6 +1808,7 @@ def test_sample_rejects_bad_settings(trained, monkeypatch, args, message):
         run_main(sample, monkeypatch, out_dir=str(trained["out_dir"]), device="cpu", **args)
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_without_traceback(tmp_path):
     result = subprocess.run([sys.executable, "sample.py", f"--out_dir={tmp_path}", "--device=cpu"],
                             cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -1799,6 +1817,7 @@ def test_bad_input_is_one_line_without_traceback(tmp_path):
                                                   f"`python train.py --out_dir={tmp_path}`"]
 
 
+@pytest.mark.slow
 def test_default_out_dir_without_a_checkpoint_uses_the_shipped_model(trained, tmp_path, monkeypatch, capsys):
     """Right after cloning there is no out/: sample.py and eval.py then use pretrained/'s model (here a
     stand-in for it), but an out_dir the user named stays theirs, and an empty one an error."""
@@ -1972,6 +1991,7 @@ def test_malformed_hellaswag_line_names_the_line(tmp_path, line, message):
 EVAL_FAST = dict(device="cpu", num_prompts=3, prompt_tokens=4, new_tokens=8, temperatures=(1.0,), train_tokens=400)
 
 
+@pytest.mark.slow
 def test_report_with_loss_plot_and_eval_json(trained, tmp_path, monkeypatch, capsys):
     out = copy_out_dir(trained, tmp_path)
     hs = tmp_path / "hs.jsonl"
@@ -2106,6 +2126,7 @@ def test_export_writes_a_small_half_precision_folder_that_loads(trained, tmp_pat
         configurator.load_model(str(dest))
 
 
+@pytest.mark.slow
 def test_fine_tune_from_an_exported_folder(trained, tmp_path, monkeypatch):
     dest = tmp_path / "shipped"
     run_main(sample, monkeypatch, out_dir=str(trained["out_dir"]), export=str(dest))
@@ -2207,6 +2228,7 @@ def test_config_files_hold_only_known_settings_of_the_right_type(config_file):
 # ================================================================================================
 # bench.py
 
+@pytest.mark.slow
 def test_bench_train_compares_and_profiles_at_a_toy_size():
     """The training benchmark end to end (both implementations, the ratio, the profile), so that the command
     a GPU session runs is known to work before the GPU is there."""
