@@ -34,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SHARED_DATA = os.path.join(HERE, "..", "shared", "data")
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(HERE, "..", "shared", "tiktoken_cache"))
 
-path = ""  # input text; '' = the benchmark's default file under ../shared/data
+path = ""  # input text of the tokenizer and prepare benchmarks; '' = their default file under ../shared/data
 vocab_size = 8192  # tokenizer benchmark
 repeats = 3  # rounds, taking turns with the reference: best of (tokenizer, sample) or median of (train) this many
 num_proc = os.cpu_count() or 1  # prepare benchmark: processes for both pipelines
@@ -74,11 +74,20 @@ def _timed(fn):
     return time.perf_counter() - start, result
 
 
+def input_text(default):
+    """--path, else `default` under ../shared/data (beside our checkouts, not in a clone): one line if it is missing."""
+    file = path or os.path.join(SHARED_DATA, default)
+    if not os.path.isfile(file):
+        raise SystemExit(f"error: no text file at {file}; pass --path=FILE (UTF-8 text, documents separated by "
+                         f"{bpe.EOT} lines)")
+    return file
+
+
 def bench_tokenizer():
     """bpe.py against Hugging Face `tokenizers` (Rust) on the same file and vocabulary size: training time, and
     encoding throughput. Best of `repeats`, ours and theirs alternating, so a busy CPU slows both alike.
     HF's byte-level pre-tokenizer is close to, not identical to, GPT-2's regex."""
-    file = path or os.path.join(SHARED_DATA, "tinystories", "train.txt")
+    file = input_text(os.path.join("tinystories", "train.txt"))
     with open(file, encoding="utf-8", newline="") as f:
         text = f.read()
     documents = [d + bpe.EOT for d in text.split(bpe.EOT)]
@@ -199,7 +208,7 @@ def bench_prepare():
     number of processes, written to a uint16 .bin the way nanoGPT does. Throughput is bytes over wall time from the
     text file to the finished .bin files: prepare.py's as the command a user runs (its start-up and imports, about a
     second, included), the recipe's in this process (not included), so the comparison leans toward the recipe."""
-    sample = path or os.path.join(SHARED_DATA, "openwebtext", "openwebtext_1000.txt")
+    sample = input_text(os.path.join("openwebtext", "openwebtext_1000.txt"))
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     with tempfile.TemporaryDirectory() as tmp:
         corpus = os.path.join(tmp, "corpus.txt")
@@ -311,7 +320,7 @@ def hf_gpt2(config):
 
 
 class HFLoss(torch.nn.Module):
-    """Wrap GPT2LMHeadModel to our model's (_, loss) interface, so both go through train.py's step; the
+    """Wrap GPT2LMHeadModel to our model's (_, loss) interface, so both take the same step (train.py's); the
     loss is F.cross_entropy on its logits, as its own loss function computes it."""
 
     def __init__(self, hf):

@@ -240,8 +240,8 @@ def resume_advice(out_dir, step):
 def hold_out_dir(out_dir, holder=True, distributed=False):
     """Make sure no other run writes to out_dir while this one does: two launches of one command would mix their
     log lines and replace each other's checkpoints. The lock is flock's on out_dir/run.lock, which the OS drops
-    when the process ends, however it ends, so a killed run never blocks its resume. Keep the returned file open
-    for as long as the run writes. Where flock fails (some NFS setups) the run goes on unlocked, with a warning.
+    when the process ends, however it ends, so a killed run never blocks its resume; release_out_dir drops it in a
+    process that goes on. Where flock fails (some NFS setups) the run goes on unlocked, with a warning.
     Under torchrun only the process that writes (`holder`, rank 0) locks; with `distributed` the others learn
     whether it could, and stop with it instead of failing later in a collective that it never joins."""
     lock, refusal = None, None
@@ -257,7 +257,20 @@ def hold_out_dir(out_dir, holder=True, distributed=False):
             raise SystemExit(line[0])
     if refusal:
         raise refusal
+    if lock:
+        _HELD[os.path.abspath(out_dir)] = lock
     return lock
+
+
+_HELD = {}  # out_dir -> this process's open run.lock: the lock lasts as long as the file is open
+
+
+def release_out_dir(out_dir):
+    """Close this process's lock on out_dir, if it holds one: at the end of a run however it ended, also in an
+    error whose traceback would keep the file (and the lock) alive in a process that goes on, a notebook say."""
+    lock = _HELD.pop(os.path.abspath(out_dir), None)
+    if lock:
+        lock.close()
 
 
 def _lock(out_dir):
@@ -340,6 +353,10 @@ def read_meta(folder, fix):
                           f"vocab_size not a number); {fix}")
     return meta
 
+
+# what train.py and eval.py say when there is no data to read
+MAKE_DATA = ("make the data with `python prepare.py --dataset=data_sample/tinystories` (the TinyStories sample shipped "
+             "here, which the shipped model was trained on; or another dataset) and pass its --data_dir")
 
 CHECKPOINTS = {"best": "best.pt", "last": "ckpt.pt"}  # what --ckpt names
 SHIPPED_MODEL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pretrained", "tinystories-cpu")

@@ -26,9 +26,9 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, check_writable, configure,
-                          encode_prompt, json_lines, load_model, model_dir, pick_device, pick_dtype, read_meta,
-                          sampling_args, strategies)
+from configurator import (MAKE_DATA, SEEDS, ConfigError, atomic_write, autocast, check_ranges, check_writable,
+                          configure, encode_prompt, json_lines, load_model, model_dir, pick_device, pick_dtype,
+                          read_meta, sampling_args, strategies)
 
 # ------------------------------------------------------------------------------------------------
 out_dir = "out"  # a folder written by train.py, or a shipped pretrained/<name>/ folder
@@ -683,7 +683,7 @@ def comparison_row(name, summary, results):
 def read_split(data_dir, split):
     path = os.path.join(data_dir, f"{split}.bin")
     if not os.path.isfile(path):
-        raise ConfigError(f"{path} not found; make the data with `python prepare.py` or pass --data_dir")
+        raise ConfigError(f"{path} not found; {MAKE_DATA}")
     if os.path.getsize(path) == 0:
         raise ConfigError(f"the {split} split {path} is empty; prepare the data with enough documents for it")
     if os.path.getsize(path) % 2:
@@ -698,7 +698,7 @@ def find_data(data_dir, out_dir, meta):
     data_dir = data_dir or meta["checkpoint"].get("config", {}).get("data_dir")
     if not data_dir:
         raise ConfigError(f"{out_dir} does not say which data it was trained on; pass --data_dir")
-    data_meta = read_meta(data_dir, "pass --data_dir (a folder made by prepare.py)")
+    data_meta = read_meta(data_dir, MAKE_DATA)
     same = all(data_meta[k] == meta[k] for k in ("tokenizer", "vocab_size", "eot_id"))
     if same and meta["tokenizer"] != "gpt2":  # two trained tokenizers of one size: compare the files
         files = [os.path.join(folder, meta["tokenizer"]) for folder in (data_dir, out_dir)]

@@ -386,8 +386,8 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     several times. Yet the gradient is simple, d loss / d logits = (softmax - one_hot(target)) / N, so
     each chunk is scored and differentiated at once, while it is still in cache, and only the small
     gradients of h and weight are kept for backward. The numbers are F.cross_entropy's (tested), except
-    that a batch with no target scored has loss 0 instead of nan; the training step is faster (bench.py
-    train, which runs both)."""
+    that a batch with no target scored has loss 0 instead of nan. It is most of the CPU step's lead over
+    Hugging Face's (bench.py train; results/bench-cpu.md has the step with and without it)."""
 
     @staticmethod
     def forward(ctx, h, weight, targets, need_grad):

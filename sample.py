@@ -22,7 +22,8 @@ import time
 import torch
 
 from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, check_writable, configure,
-                          encode_prompt, load_model, model_dir, pick_device, pick_dtype, sampling_args, strategies)
+                          encode_prompt, load_model, model_dir, one_line_if_full, pick_device, pick_dtype,
+                          sampling_args, strategies)
 from model import compile_generation
 
 # ------------------------------------------------------------------------------------------------
@@ -74,8 +75,9 @@ def export_hugging_face(out_dir, ckpt, dest):
     check_writable(os.path.join(dest, "config.json"))
     with tempfile.TemporaryDirectory(dir=dest, prefix=".export-") as tmp:  # inside dest: same filesystem
         try:
-            model.save_pretrained(tmp, eot_id=tokenizer.eot_id)
-            tokenizer.save_hf(tmp, model_max_length=model.config.block_size)
+            with one_line_if_full(dest):  # the folder: it holds several files
+                model.save_pretrained(tmp, eot_id=tokenizer.eot_id)
+                tokenizer.save_hf(tmp, model_max_length=model.config.block_size)
         except ImportError:
             raise ConfigError("--export_hf needs the transformers package: pip install transformers")
         except ValueError as e:

@@ -7,7 +7,6 @@ tests that need GPT-2's own tokenizer files skip, saying so, where tiktoken's ca
 import contextlib
 import dataclasses
 import errno
-import gc
 import itertools
 import json
 import math
@@ -1370,7 +1369,6 @@ def test_full_disk_names_the_file_and_the_intact_checkpoint(token_data, tmp_path
     message = str(full.value)
     del full
     monkeypatch.undo()
-    gc.collect()  # the failed run's frames, which the exception kept, and with them its lock on out_dir
     assert message.startswith(f"error: no space left to write {out_dir / fault} (No space left on device); ")
     assert f"{out_dir / 'ckpt.pt'} holds step 2, intact: free some space and continue it with --init_from=resume" \
            in message and "\n" not in message
@@ -1395,10 +1393,13 @@ def test_a_second_launch_into_a_running_out_dir_refuses(token_data, tmp_path, mo
     deadline = time.time() + 60
     while not os.path.exists(ckpt) and time.time() < deadline:
         time.sleep(0.2)
+    holder = f"error: {out_dir} is in use by another run (pid {first.pid} on {socket.gethostname()})"
     with pytest.raises(ConfigError) as second:
         train_here([f"--out_dir={out_dir}", "--init_from=resume"])
-    assert str(second.value).startswith(f"error: {out_dir} is in use by another run (pid {first.pid} on "
-                                        f"{socket.gethostname()})")
+    assert str(second.value).startswith(holder)
+    with pytest.raises(ConfigError) as again:  # the very same command again: the lock speaks before the old files
+        train_here([*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}"])
+    assert str(again.value).startswith(holder)
     lines = len(open(log).readlines())
     wait_for_log_lines(log, lines + 2)
     assert first.poll() is None, first.stderr.read()  # still training

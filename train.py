@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, configure, find_checkpoint,
                           hold_out_dir, one_line_if_full, peak_flops, pick_device, pick_dtype, read_meta,
-                          resume_advice, settings)
+                          MAKE_DATA, release_out_dir, resume_advice, settings)
 from model import GPT, GPTConfig, PRESETS, read_checkpoint
 
 # ------------------------------------------------------------------------------------------------
@@ -72,7 +72,6 @@ seed = 1337
 # ------------------------------------------------------------------------------------------------
 DEFAULTS = settings(globals())  # what a checkpoint records of the run, and a resume restores
 
-MAKE_DATA = "make the data with `python prepare.py --dataset=data_sample/tinystories` (or another) and pass its --data_dir"
 
 
 # ---- the pieces of a step ------------------------------------------------------------------------
@@ -384,13 +383,15 @@ def train(config, overrides=()):
     checkpoint = None
     if config["init_from"] == "resume":
         config, checkpoint = resume_settings(config, overrides)
-    else:
-        refuse_old_run(config["out_dir"])
     check_settings(config)
     run = SimpleNamespace(**config)
 
     # processes and devices
     procs = start_processes(run.device, run.gradient_accumulation_steps)
+    # a second launch into this out_dir stops here, before anything is written (main() releases the lock)
+    hold_out_dir(run.out_dir, procs.master, procs.ddp)
+    if checkpoint is None:
+        refuse_old_run(run.out_dir)
     dev, device_type = procs.device, procs.device.split(":")[0]
     micro_steps = run.gradient_accumulation_steps // procs.world_size  # this process's share
     ptdtype = pick_dtype(run.dtype, device_type)
@@ -437,8 +438,6 @@ def train(config, overrides=()):
     config["lr_decay_iters"] = run.lr_decay_iters = run.lr_decay_iters or last_iter
     schedule = dict(learning_rate=run.learning_rate, min_lr=run.min_lr, warmup_iters=run.warmup_iters,
                     lr_decay_iters=run.lr_decay_iters)
-    # a second launch into this out_dir stops here, before writing anything; the lock is held while the file is open
-    out_dir_lock = hold_out_dir(run.out_dir, procs.master, procs.ddp)
     log_path = prepare_out_dir(run, meta, iter_num if run.init_from == "resume" else None) if procs.master else None
     flops_peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
     stop = stop_on_signals(procs)
@@ -451,7 +450,7 @@ def train(config, overrides=()):
     start_iter, lr, tok_per_sec, mfu = iter_num, get_lr(iter_num, **schedule), None, None
     t_window, iters_window, eval_seconds = time.time(), 0, 0.0  # tokens/s and ETA over the steps since the last log
 
-    def checkpoint():  # everything a resumed run needs to go on exactly as if it had never stopped
+    def checkpoint_now():  # everything a resumed run needs to go on exactly as if it had never stopped
         return {**training_state(raw_model, optimizer, scaler, sampler, dev), "iter_num": iter_num,
                 "tokens": tokens_seen, "best_val_loss": best_val_loss, "config": config, "tokenizer": meta["tokenizer"],
                 "elapsed": elapsed_before + time.time() - t_start}
@@ -469,7 +468,7 @@ def train(config, overrides=()):
                 print(f"step {iter_num}: train loss {losses['train']:.4f}, val loss {losses['val']:.4f}")
                 if losses["val"] < best_val_loss:
                     best_val_loss = losses["val"]
-                    save(os.path.join(run.out_dir, "best.pt"), checkpoint(), resume_advice(run.out_dir, saved_at))
+                    save(os.path.join(run.out_dir, "best.pt"), checkpoint_now(), resume_advice(run.out_dir, saved_at))
             t_window += time.time() - t_eval  # tokens/s measures training, not evaluation
             if iter_num > 0:  # the first evaluation may include compiling: not a guide to the others
                 eval_seconds = time.time() - t_eval
@@ -478,7 +477,7 @@ def train(config, overrides=()):
                 diverged("the weights after this step are not finite or give a non-finite loss",
                          iter_num, saved_at, run, ptdtype)
             if procs.master:
-                save(os.path.join(run.out_dir, "ckpt.pt"), checkpoint(), resume_advice(run.out_dir, saved_at))
+                save(os.path.join(run.out_dir, "ckpt.pt"), checkpoint_now(), resume_advice(run.out_dir, saved_at))
             saved_at = iter_num
         if iter_num >= last_iter or stopping:
             break
@@ -536,7 +535,11 @@ def train(config, overrides=()):
 
 def main(argv=None):
     config = dict(DEFAULTS)  # a copy: the module's defaults stay as they are
-    train(config, overrides=configure(config, argv))
+    overrides = configure(config, argv)
+    try:
+        train(config, overrides)
+    finally:
+        release_out_dir(config["out_dir"])
 
 
 if __name__ == "__main__":
