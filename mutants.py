@@ -79,8 +79,7 @@ MUTANTS = [
      "resumed_run_equals or more_steps"),
     ("train.py", "kept = [line for line in open(log_path) if logged_iter(line) <= resumed_at]",
      "kept = [line for line in open(log_path) if logged_iter(line) < resumed_at]", "resumed_run_equals"),
-    ("train.py", 'config["lr_decay_iters"] = run.lr_decay_iters = run.lr_decay_iters or last_iter',
-     "run.lr_decay_iters = run.lr_decay_iters or last_iter", "more_steps"),
+    ("train.py", '"config": vars(run),', '"config": config,', "more_steps"),
     ("train.py", "torch.manual_seed(run.seed + procs.rank)", "torch.manual_seed(run.seed)", "own_dropout_masks"),
     ("train.py", "if losses[\"val\"] < best_val_loss:", "if losses[\"val\"] > best_val_loss:", "resumed_run_equals"),
     # eval.py: scoring

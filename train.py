@@ -435,7 +435,7 @@ def train(config, overrides=()):
     last_iter = run.max_iters
     if run.max_epochs:
         last_iter = min(last_iter, math.ceil(run.max_epochs * epoch_tokens / tokens_per_iter))
-    config["lr_decay_iters"] = run.lr_decay_iters = run.lr_decay_iters or last_iter
+    run.lr_decay_iters = run.lr_decay_iters or last_iter
     schedule = dict(learning_rate=run.learning_rate, min_lr=run.min_lr, warmup_iters=run.warmup_iters,
                     lr_decay_iters=run.lr_decay_iters)
     log_path = prepare_out_dir(run, meta, iter_num if run.init_from == "resume" else None) if procs.master else None
@@ -452,8 +452,8 @@ def train(config, overrides=()):
 
     def checkpoint_now():  # everything a resumed run needs to go on exactly as if it had never stopped
         return {**training_state(raw_model, optimizer, scaler, sampler, dev), "iter_num": iter_num,
-                "tokens": tokens_seen, "best_val_loss": best_val_loss, "config": config, "tokenizer": meta["tokenizer"],
-                "elapsed": elapsed_before + time.time() - t_start}
+                "tokens": tokens_seen, "best_val_loss": best_val_loss, "config": vars(run),
+                "tokenizer": meta["tokenizer"], "elapsed": elapsed_before + time.time() - t_start}
 
     stopping = False  # set in the same step on every process, so that all of them leave the loop together
     while True:
