@@ -156,12 +156,33 @@ def pick_dtype(dtype, device_type):
     on CPUs is often slower than float32 and on mps still incomplete."""
     if dtype not in ("auto", "float32", "bfloat16", "float16"):
         raise ConfigError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    if dtype == "bfloat16" and device_type == "cpu" and not cpu_has_bfloat16():
+        # emulated bf16 matmuls are several times slower than float32 ones: the speed asked for is not there
+        print("note: this CPU has no native bfloat16 (AVX512-BF16 or AMX); using float32", file=sys.stderr)
+        return "float32"
     if dtype != "auto":
         return dtype
     if device_type == "cuda":
         # emulated bf16 (V100, T4) is slow: those GPUs get float16 and its loss scaling
         return "bfloat16" if torch.cuda.is_bf16_supported(including_emulation=False) else "float16"
     return "float32"
+
+
+def cpu_has_bfloat16():
+    """Whether this CPU multiplies bfloat16 natively (AVX512-BF16, AMX): ~2.5x float32's matmul speed there."""
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def pick_compile(compile, device_type):
+    """None compiles on CUDA only, where it pays for its compile time. On a CPU, inductor writes C++ and
+    needs a compiler: without one, the run goes on uncompiled instead of failing at its first step."""
+    if compile is None:
+        return device_type == "cuda"
+    if compile and device_type == "cpu" and not any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "clang++")):
+        print("note: torch.compile needs a C++ compiler on a CPU (g++ or clang++) and none was found; "
+              "running uncompiled", file=sys.stderr)
+        return False
+    return compile
 
 
 def autocast(device_type, dtype):

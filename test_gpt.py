@@ -136,6 +136,19 @@ def test_pick_device_prefers_cuda_then_mps_then_cpu():
     assert configurator.pick_dtype("auto", "mps") == "float32"
 
 
+def test_bfloat16_and_compile_on_a_cpu_that_cannot_fall_back_and_say_so(monkeypatch, capsys):
+    monkeypatch.setattr(configurator, "cpu_has_bfloat16", lambda: True)
+    assert configurator.pick_dtype("bfloat16", "cpu") == "bfloat16"
+    monkeypatch.setattr(configurator, "cpu_has_bfloat16", lambda: False)
+    assert configurator.pick_dtype("bfloat16", "cpu") == "float32"
+    assert configurator.pick_dtype("bfloat16", "cuda") == "bfloat16"  # a GPU's support is its own question
+    assert "no native bfloat16" in capsys.readouterr().err
+    assert configurator.pick_compile(None, "cpu") is False and configurator.pick_compile(None, "cuda") is True
+    monkeypatch.setattr(configurator.shutil, "which", lambda name: None)
+    assert configurator.pick_compile(True, "cpu") is False and configurator.pick_compile(True, "cuda") is True
+    assert "needs a C++ compiler" in capsys.readouterr().err
+
+
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
     path = tmp_path / "out.txt"
     path.write_text("old")
@@ -914,6 +927,15 @@ def test_fused_attention_equals_manual_outputs_and_gradients():
         assert torch.allclose(pf.grad, pm.grad, atol=1e-6), name
 
 
+def test_fused_attention_under_cpu_bfloat16_autocast_runs_in_float32():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 9, 8).bfloat16().float().unbind(0)  # values exact in both precisions
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = model_module.fused_attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), 0.0, True)
+    assert y.dtype == torch.float32
+    assert torch.allclose(y, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-6)
+
+
 def test_loss_is_mean_cross_entropy_and_ignores_minus_one():
     torch.manual_seed(0)
     model = GPT(tiny_config())
@@ -1141,9 +1163,26 @@ def test_configure_optimizers_decays_matrices_only():
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
     assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == model.num_params()
-    assert not optimizer.defaults.get("fused")
+    assert optimizer.defaults["fused"]
     for gpu in ("cuda", "mps"):  # the choice follows the device type (built here on CPU tensors, never stepped)
         assert model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), gpu).defaults["fused"]
+
+
+def test_fused_adamw_steps_like_the_plain_loop():
+    torch.manual_seed(0)
+    models = [GPT(tiny_config()) for _ in range(2)]
+    models[1].load_state_dict(models[0].state_dict())
+    fused = models[0].configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    plain = models[1].configure_optimizers(0.1, 1e-2, (0.9, 0.95), "some-device")  # no fused kernel asked for
+    assert not plain.defaults.get("fused")
+    for step in range(3):  # the same gradients for both (a key bias's true gradient is 0: Adam would amplify noise)
+        for model, optimizer in zip(models, (fused, plain)):
+            g = torch.Generator().manual_seed(step)
+            for p in model.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+            optimizer.step()
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        assert torch.allclose(a, b, atol=1e-6), name
 
 
 # ================================================================================================

@@ -28,7 +28,7 @@ from torch.distributed import destroy_process_group, init_process_group
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from configurator import (SEEDS, ConfigError, atomic_write, autocast, check_ranges, configure, find_checkpoint,
-                          hold_out_dir, one_line_if_full, peak_flops, pick_device, pick_dtype, read_meta,
+                          hold_out_dir, one_line_if_full, peak_flops, pick_compile, pick_device, pick_dtype, read_meta,
                           MAKE_DATA, release_out_dir, resume_advice, settings)
 from model import GPT, GPTConfig, PRESETS, read_checkpoint
 
@@ -67,7 +67,7 @@ grad_clip = 1.0  # clip the gradient's global norm; 0 disables
 # system
 device = "auto"  # 'auto' picks cuda, then mps, then cpu; or name one: 'cpu', 'cuda', 'cuda:1', 'mps'
 dtype = "auto"  # 'auto': bfloat16 on GPUs that have it, else float16 on GPUs, float32 elsewhere
-compile = None  # torch.compile the model; None = on CUDA only, where it pays for its compile time
+compile = None  # torch.compile the model; None = on CUDA only (on a CPU it pays only for runs of minutes)
 seed = 1337
 # ------------------------------------------------------------------------------------------------
 DEFAULTS = settings(globals())  # what a checkpoint records of the run, and a resume restores
@@ -424,7 +424,7 @@ def train(config, overrides=()):
         best_val_loss, elapsed_before = checkpoint["best_val_loss"], checkpoint["elapsed"]
         saved_at = iter_num
         checkpoint = None  # free the memory
-    use_compile = device_type == "cuda" if run.compile is None else run.compile
+    use_compile = pick_compile(run.compile, device_type)
     model = torch.compile(raw_model) if use_compile else raw_model
     if procs.ddp:
         model = DDP(model, device_ids=[int(dev.split(":")[1])] if device_type == "cuda" else None)
