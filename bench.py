@@ -35,7 +35,7 @@ SHARED_DATA = os.path.join(HERE, "..", "shared", "data")
 os.environ.setdefault("TIKTOKEN_CACHE_DIR", os.path.join(HERE, "..", "shared", "tiktoken_cache"))
 
 path = ""  # input text of the tokenizer and prepare benchmarks; '' = their default file under ../shared/data
-vocab_size = 8192  # tokenizer benchmark
+vocab_size = 8192  # the tokenizer benchmark's, and the 'cpu' model's (the CPU config's data has 4096)
 repeats = 3  # rounds, taking turns with the reference: best of (tokenizer, sample) or median of (train) this many
 num_proc = os.cpu_count() or 1  # prepare benchmark: processes for both pipelines
 min_bytes = 200_000_000  # prepare benchmark: the corpus is repeated to at least this size
@@ -244,10 +244,10 @@ def model_config(which=None, **overrides):
     which = which or size
     if which == "gpt2":
         return preset_config("gpt2", **overrides)
-    if which == "cpu":  # the model of config/tinystories_cpu.py, with its 8192-token vocabulary
+    if which == "cpu":  # the layers of config/tinystories_cpu.py; 256 positions leave room for bench sample's 216
         cpu = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), "config", "tinystories_cpu.py"))
-        shape = {k: cpu[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}
-        return GPTConfig(**{**shape, "vocab_size": 8192, **overrides})
+        shape = {k: cpu[k] for k in ("n_layer", "n_head", "n_embd")}
+        return GPTConfig(**{**shape, "block_size": 256, "vocab_size": vocab_size, **overrides})
     raise SystemExit(f"error: unknown model size {which!r}; use 'cpu' or 'gpt2'")
 
 

@@ -13,7 +13,7 @@ It writes, in data/<name>/ (or --out_dir):
     meta.json                     vocab size, end-of-text id, dtype, per split the documents, tokens and UTF-8
                                   bytes (eval.py divides by the bytes for bits per byte), the source and the arguments
 
-Why uint16: every vocabulary we use (8,192 by default, 32,000, GPT-2's 50,257) is below 2**16 = 65,536, so two bytes
+Why uint16: every vocabulary we use (4,096 by default, 32,000, GPT-2's 50,257) is below 2**16 = 65,536, so two bytes
 per token suffice: half the disk and page cache of int32, a quarter of int64.
 
 Where the data comes from: a dataset name (HUB below, streamed through the `datasets` library) or a local path: a .txt
@@ -53,7 +53,7 @@ from configurator import ConfigError, atomic_write, configure, json_lines, one_l
 dataset = "tinystories"        # a name in HUB, or a local .txt / .jsonl / .parquet file or a directory of them
 out_dir = ""                   # default: data/<name of the dataset>
 tokenizer = "bpe"              # "bpe": train bpe.py on the train split; "gpt2": tiktoken's GPT-2; or a tokenizer file
-vocab_size = 8192              # for "bpe"; at most 65,536 so that ids fit in uint16
+vocab_size = 4096              # for "bpe"; at most 65,536 so that ids fit in uint16
 bpe_train_bytes = 50_000_000   # the tokenizer learns from at most this much of the train split (about a minute)
 val_fraction = 0.01            # carved from the end of a dataset that has a single split
 test_fraction = 0.01

@@ -998,7 +998,7 @@ def test_chunked_cross_entropy_gradients_under_autocast(dtype):
     """The GPU's training precisions, run on the CPU at a size where the per-element gradients (about
     1 / (N V)) underflow float16: the gradients must stay those of float32, as F.cross_entropy's do."""
     torch.manual_seed(0)
-    N, C, V = 4096, 16, 8192  # the CPU config's batch and vocabulary
+    N, C, V = 4096, 16, 8192  # 16 x 256 tokens, 8,192-token vocabulary
     h, weight = (0.1 * torch.randn(N, C)).requires_grad_(), torch.randn(V, C, requires_grad=True)  # near-uniform softmax
     targets = torch.randint(V, (N,))
     F.cross_entropy(h @ weight.t(), targets).backward()
