@@ -26,6 +26,6 @@ eval_iters = 20
 log_interval = 100
 ckpt_interval = 1000
 # a CPU with native bfloat16 (AVX512-BF16, AMX) multiplies ~2.5x faster in it, and compiling fuses the rest:
-# together 1.6x float32's step; without them the run falls back to float32 / uncompiled and says so
+# together 1.5x float32's step (bench.py train); without them it falls back to float32 / uncompiled and says so
 dtype = "bfloat16"
 compile = True
