@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import bpe
-from configurator import autocast, configure, peak_flops, pick_device, pick_dtype
+from configurator import autocast, configure, peak_flops, pick_compile, pick_device, pick_dtype
 from model import GPT, GPTConfig, compile_generation, hf_config, preset_config
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -361,7 +361,7 @@ def bench_train():
     config = model_config(**({"block_size": block_size} if block_size else {}))
     batch = batch_size or 16
     T = config.block_size
-    use_compile = device_type == "cuda" if compile is None else compile
+    use_compile = pick_compile(compile, device_type)
     if compile_mode != "default" and not use_compile:
         raise SystemExit(f"error: --compile_mode={compile_mode} needs torch.compile: add --compile=True")
     g = torch.Generator().manual_seed(seed)

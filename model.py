@@ -59,7 +59,8 @@ def preset_config(name, **overrides):
 
 def fused_attention(q, k, v, dropout_p, is_causal):
     """F.scaled_dot_product_attention, in float32 on a CPU even under bfloat16 autocast: there PyTorch's
-    kernel is slower in bfloat16 than in float32 (3x at 64 tokens of 32 channels a head; bench.py attention)."""
+    kernel is slower in bfloat16 than in float32 (3x at 64 tokens of 32 channels a head; measured in
+    results/tinystories-recipe.md)."""
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
         with torch.autocast("cpu", enabled=False):
             return F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout_p,
