@@ -712,10 +712,11 @@ def find_data(data_dir, out_dir, meta):
     return data_dir, data_meta
 
 
-def scored_with(what):
-    """The settings that the figures of `what` (a split, or 'sampling') depend on. They are stored with the
-    figures, and --out_dirs reuses only figures made with the settings asked for now."""
-    common = dict(data_dir=data_dir, precision=pick_dtype(dtype, pick_device(device).split(":")[0]))
+def scored_with(what, precision):
+    """The settings that the figures of `what` (a split, or 'sampling') depend on, `precision` (the
+    autocast dtype) among them. They are stored with the figures, and --out_dirs reuses only figures made
+    with the settings asked for now."""
+    common = dict(data_dir=data_dir, precision=precision)
     if what == "sampling":
         return dict(common, num_prompts=num_prompts, prompt_tokens=prompt_tokens, new_tokens=new_tokens,
                     temperatures=list(temperatures), seed=seed)
@@ -738,10 +739,10 @@ def read_results(out_dir, meta):
     return results if results.get("checkpoint") == checkpoint_id(meta) else {}
 
 
-def evaluate_dir(out_dir, dev, reuse=False, given=()):
-    """Run the configured evaluations of one out_dir and write eval.json (and loss.png, and with
-    --report report.md and report.pdf). reuse: keep results eval.json already has for this checkpoint.
-    given: the settings the user set (configure's list)."""
+def evaluate_dir(out_dir, dev, precision, reuse=False, given=()):
+    """Run the configured evaluations of one out_dir, under autocast to `precision`, and write eval.json
+    (and loss.png, and with --report report.md and report.pdf). reuse: keep results eval.json already has
+    for this checkpoint. given: the settings the user set (configure's list)."""
     model, tokenizer, meta = load_model(out_dir, ckpt, dev)
     check_writable(os.path.join(out_dir, "eval.json"))  # now, not after the evaluation
     results = {**read_results(out_dir, meta), "checkpoint": checkpoint_id(meta)}
@@ -749,7 +750,8 @@ def evaluate_dir(out_dir, dev, reuse=False, given=()):
     for s in wanted:
         if s not in ("train", "val", "test"):
             raise ConfigError(f"--splits takes train, val and test; got {s!r}")
-    done = {what for what in wanted + ["sampling"] if reuse and results.get(what, {}).get("settings") == scored_with(what)}
+    done = {what for what in wanted + ["sampling"]
+            if reuse and results.get(what, {}).get("settings") == scored_with(what, precision)}
     todo = [s for s in wanted if s not in done]
     sample_now = num_prompts > 0 and "sampling" not in done
     print(f"{meta['checkpoint_path']}: {model.num_params() / 1e6:.2f}M parameters", file=sys.stderr)
@@ -768,7 +770,7 @@ def evaluate_dir(out_dir, dev, reuse=False, given=()):
                 raise ConfigError(f"{data}/{split}.bin holds token id {int(tokens.max())}, outside the model's "
                                   f"{model.config.vocab_size}-token vocabulary; prepare the data again")
             results[split] = evaluate_tokens(model, tokens, tokenizer.eot_id, n_bytes, stride, batch_size, desc=split)
-            results[split]["settings"] = scored_with(split)
+            results[split]["settings"] = scored_with(split, precision)
             if split == "train" and len(tokens) < data_meta["splits"]["train"]["tokens"]:
                 results[split]["scoring"] += f", on a random stretch of {len(tokens):,} tokens"
             r = results[split]
@@ -780,7 +782,7 @@ def evaluate_dir(out_dir, dev, reuse=False, given=()):
                 print(f"note: sampling analysis {note}", file=sys.stderr)
             results["sampling"] = sampling_analysis(model, tokenizer, read_split(data, "test"), num_prompts,
                                                     prompt_len, new_len, temperatures, seed, batch_size)
-            results["sampling"].update(settings=scored_with("sampling"), **({"note": note} if note else {}))
+            results["sampling"].update(settings=scored_with("sampling", precision), **({"note": note} if note else {}))
             print(markdown_table(*sampling_table(results["sampling"])))
     if hellaswag:
         results["hellaswag"] = evaluate_hellaswag(model, tokenizer, read_hellaswag(hellaswag, hellaswag_items),
@@ -790,7 +792,7 @@ def evaluate_dir(out_dir, dev, reuse=False, given=()):
               f"(per token) on {h['items']:,} items")
     # earlier figures made with other settings would be read as if made with these: they go
     results = {k: v for k, v in results.items()
-               if k not in ("train", "val", "test", "sampling") or v.get("settings") == scored_with(k)}
+               if k not in ("train", "val", "test", "sampling") or v.get("settings") == scored_with(k, precision)}
     with atomic_write(os.path.join(out_dir, "eval.json")) as tmp, open(tmp, "w") as f:
         json.dump(results, f, indent=1)
     log = read_log(out_dir)
@@ -814,13 +816,14 @@ def main(given=()):
     dev = pick_device(device)
     device_type = dev.split(":")[0]
     torch.manual_seed(seed)
-    with autocast(device_type, pick_dtype(dtype, device_type)):
+    precision = pick_dtype(dtype, device_type)  # once: a fallback is said once
+    with autocast(device_type, precision):
         if not folders:
-            evaluate_dir(model_dir(out_dir, given), dev, given=given)
+            evaluate_dir(model_dir(out_dir, given), dev, precision, given=given)
             return
         rows = []
         for d in folders:
-            model, meta, results, log = evaluate_dir(d, dev, reuse=True, given=given)
+            model, meta, results, log = evaluate_dir(d, dev, precision, reuse=True, given=given)
             rows.append(comparison_row(d, training_summary(model, meta, log), results))
     table = markdown_table(COMPARISON, rows)
     print(table)

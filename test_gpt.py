@@ -157,7 +157,7 @@ def test_cpu_config_trains_fewer_uncompiled_steps_without_native_bfloat16(monkey
         config = dict(train.DEFAULTS)
         configure(config, [os.path.join(REPO, "config", "tinystories_cpu.py")])
         runs[native] = (config["max_iters"], config["compile"], config["dtype"])
-    assert runs[True] == (7800, True, "bfloat16") and runs[False] == (5000, False, "bfloat16")
+    assert runs[True] == (3800, True, "bfloat16") and runs[False] == (2500, False, "bfloat16")
 
 
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
