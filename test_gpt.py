@@ -35,7 +35,7 @@ import prepare as prep
 import sample
 from configurator import ConfigError, configure, pick_device
 from model import GPT, ChunkedCrossEntropy, GPTConfig, PRESETS, preset_config
-from train import Batches, accumulate_gradients, get_lr, save
+from train import Batches, accumulate_gradients, get_lr, save, steps_that_fit
 
 REPO = os.path.dirname(os.path.abspath(__file__))
 if os.path.isdir(os.path.join(REPO, "..", "shared", "tiktoken_cache")):  # beside the checkout on our machines
@@ -1208,6 +1208,13 @@ def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_min_lr():
     assert all(lr(i) >= lr(i + 1) for i in range(10, 120))
 
 
+def test_steps_that_fit_count_the_evaluations_ahead_and_never_pass_max_iters():
+    # 50 s left at 0.1 s a step, plus 2 x 15 forward passes (a third of a step each) per 100 steps: 0.11 s a step
+    assert steps_that_fit(1.0, 10.0, 0.1, 100, 10_000, eval_interval=100, eval_iters=15) == 100 + 454
+    assert steps_that_fit(1.0, 10.0, 0.1, 100, 300, eval_interval=100, eval_iters=15) == 300
+    assert steps_that_fit(1.0, 70.0, 0.1, 100, 10_000, eval_interval=100, eval_iters=15) == 100  # over: stop now
+
+
 def test_peak_flops_matches_the_most_specific_gpu_name():
     from configurator import peak_flops
     assert peak_flops("NVIDIA L40S") == 362e12 and peak_flops("NVIDIA L4") == 121e12
@@ -1358,6 +1365,19 @@ def test_resume_with_more_steps_keeps_the_learning_rate_schedule(token_data, tmp
     run_train(f"--out_dir={out_dir}", "--init_from=resume", "--max_iters=6")
     lrs = {r["iter"]: r["lr"] for r in read_log(out_dir) if "val_loss" not in r}
     assert lrs[4] > 1e-4 and lrs[5] == lrs[6] == 1e-4  # past the decay: min_lr, not a cosine stretched to step 6
+
+
+def test_max_minutes_fixes_the_last_step_and_the_schedule_ends_there(token_data, tmp_path):
+    out_dir = str(tmp_path / "out")
+    proc = run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={out_dir}", "--max_iters=100000",
+                     "--lr_decay_iters=0", "--min_lr=1e-4", "--max_minutes=0.05")
+    fitted = int(re.search(r"run ends at step ([\d,]+)", proc.stdout).group(1).replace(",", ""))
+    log = read_log(out_dir)
+    assert 20 <= fitted < 100000 and log[-1]["iter"] == fitted
+    lrs = [r["lr"] for r in log if "val_loss" not in r]
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.1) and max(lrs) > 5e-4  # the cosine spans the fitted run
+    saved = torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=False)["config"]
+    assert saved["max_iters"] == saved["lr_decay_iters"] == fitted  # a resumed run goes on to the same step
 
 
 def wait_for_log_lines(log, n, timeout=60):

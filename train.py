@@ -56,6 +56,7 @@ batch_size = 16  # sequences per micro-step (per process)
 gradient_accumulation_steps = 1  # micro-steps per optimizer step, summed over all processes
 max_iters = 5000  # optimizer steps
 max_epochs = 0.0  # also stop after this many passes over train.bin, if sooner; 0 = no such limit
+max_minutes = 0.0  # also stop in time: at the end of the warm-up, max_iters becomes the steps that fit; 0 = no limit
 learning_rate = 6e-4
 min_lr = 6e-5  # cosine decays to this; ~learning_rate / 10 per the Chinchilla paper
 warmup_iters = 100
@@ -85,6 +86,14 @@ def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
         return min_lr
     progress = (it - warmup_iters) / (lr_decay_iters - warmup_iters)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
+
+
+def steps_that_fit(max_minutes, elapsed, step_seconds, iter_num, last_iter, eval_interval, eval_iters):
+    """The last step of a run that should take max_minutes in all, from the seconds elapsed and the seconds a
+    step takes now. Each evaluation ahead runs 2 x eval_iters forward passes, a third of a step each (the
+    backward pass is the other two thirds). Never past last_iter, never before iter_num."""
+    seconds_per_step = step_seconds * (1 + 2 * eval_iters / (3 * eval_interval))
+    return max(iter_num, min(last_iter, iter_num + int((60 * max_minutes - elapsed) / seconds_per_step)))
 
 
 class Batches:
@@ -203,7 +212,7 @@ def refuse_old_run(out_dir):
 def check_settings(config):
     """Values no run can use, named in one line (the model's shape and dropout are checked by GPTConfig)."""
     counts = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval", "ckpt_interval")
-    amounts = ("max_iters", "max_epochs", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay",
+    amounts = ("max_iters", "max_epochs", "max_minutes", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay",
                "grad_clip")
     check_ranges(config, {**dict.fromkeys(counts, (1, None)), **dict.fromkeys(amounts, (0, None)), "seed": SEEDS})
     for name in ("beta1", "beta2"):
@@ -435,9 +444,16 @@ def train(config, overrides=()):
     last_iter = run.max_iters
     if run.max_epochs:
         last_iter = min(last_iter, math.ceil(run.max_epochs * epoch_tokens / tokens_per_iter))
-    run.lr_decay_iters = run.lr_decay_iters or last_iter
+    # max_minutes: time the warm-up's second half (the first steps compile), then fix last_iter before the cosine
+    # starts, so that the schedule is a plain function of the step again; a resumed run keeps what was fixed
+    fit_from = fit_at = None
+    if run.max_minutes and iter_num < max(run.warmup_iters, 20):
+        fit_from = max(run.warmup_iters // 2, 10, iter_num + 1)  # not the first step, which compiles
+        fit_at = max(run.warmup_iters, fit_from + 10)
+    else:
+        run.lr_decay_iters = run.lr_decay_iters or last_iter
     schedule = dict(learning_rate=run.learning_rate, min_lr=run.min_lr, warmup_iters=run.warmup_iters,
-                    lr_decay_iters=run.lr_decay_iters)
+                    lr_decay_iters=run.lr_decay_iters or last_iter)
     log_path = prepare_out_dir(run, meta, iter_num if run.init_from == "resume" else None) if procs.master else None
     flops_peak = peak_flops(torch.cuda.get_device_name(dev)) if device_type == "cuda" else None
     stop = stop_on_signals(procs)
@@ -511,6 +527,18 @@ def train(config, overrides=()):
         iter_num += 1
         iters_window += 1
         tokens_seen += tokens_per_iter
+        if iter_num == fit_from:
+            t_fit = time.time()
+        if iter_num == fit_at:  # max_minutes: the last step, from the time the steps since fit_from took
+            fitted = torch.tensor(steps_that_fit(run.max_minutes, elapsed_before + time.time() - t_start,
+                                                 (time.time() - t_fit) / (fit_at - fit_from), iter_num, last_iter,
+                                                 run.eval_interval, run.eval_iters), device=dev)
+            if procs.ddp:  # the slowest process decides, so that all of them stop at the same step
+                torch.distributed.all_reduce(fitted, op=torch.distributed.ReduceOp.MIN)
+            if procs.master:
+                print(f"max_minutes={run.max_minutes:g}: at this speed the run ends at step {int(fitted):,}")
+            last_iter = run.max_iters = int(fitted)
+            run.lr_decay_iters = schedule["lr_decay_iters"] = run.lr_decay_iters or last_iter
         if logging_now:
             tok_per_sec = iters_window * tokens_per_iter / (time.time() - t_window)
             mfu = raw_model.estimate_mfu(tok_per_sec / procs.world_size, run.block_size, flops_peak) if flops_peak else None
