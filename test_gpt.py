@@ -149,15 +149,15 @@ def test_bfloat16_and_compile_on_a_cpu_that_cannot_fall_back_and_say_so(monkeypa
     assert "needs a C++ compiler" in capsys.readouterr().err
 
 
-def test_cpu_config_trains_fewer_uncompiled_steps_without_native_bfloat16(monkeypatch):
+def test_cpu_config_trains_for_a_time_and_compiles_only_with_native_bfloat16(monkeypatch):
     import train
     runs = {}
     for native in (True, False):
         monkeypatch.setattr(configurator, "cpu_has_bfloat16", lambda: native)
         config = dict(train.DEFAULTS)
         configure(config, [os.path.join(REPO, "config", "tinystories_cpu.py")])
-        runs[native] = (config["max_iters"], config["compile"], config["dtype"])
-    assert runs[True] == (3800, True, "bfloat16") and runs[False] == (2500, False, "bfloat16")
+        runs[native] = (config["max_minutes"], config["compile"], config["dtype"])
+    assert runs[True] == (9.5, True, "bfloat16") and runs[False] == (9.5, False, "bfloat16")
 
 
 def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path):
