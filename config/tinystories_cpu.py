@@ -32,7 +32,7 @@ eval_iters = 20
 log_interval = 100
 ckpt_interval = 1000
 # a CPU with native bfloat16 (AVX512-BF16, AMX) multiplies ~2.5x faster in it, and compiling fuses the rest:
-# together 1.5x float32's step (bench.py train). Elsewhere train.py falls back to float32 and says so, and the run
-# stays uncompiled: in float32 compiling gains ~10% a step, about its own compile time over such a run
+# together 1.5-1.7x float32's step (bench.py train). Elsewhere train.py falls back to float32 and says so, and the
+# run stays uncompiled: in float32 compiling changes a step by -6% to +10% (two machines), and costs its compile time
 dtype = "bfloat16"
 compile = cpu_has_bfloat16()
