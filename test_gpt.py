@@ -7,6 +7,7 @@ tests that need GPT-2's own tokenizer files skip, saying so, where tiktoken's ca
 import contextlib
 import dataclasses
 import errno
+import functools
 import itertools
 import json
 import math
@@ -1210,9 +1211,11 @@ def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_min_lr():
 
 def test_steps_that_fit_count_the_evaluations_ahead_and_never_pass_max_iters():
     # 50 s left at 0.1 s a step, plus 2 x 15 forward passes (a third of a step each) per 100 steps: 0.11 s a step
-    assert steps_that_fit(1.0, 10.0, 0.1, 100, 10_000, eval_interval=100, eval_iters=15) == 100 + 454
-    assert steps_that_fit(1.0, 10.0, 0.1, 100, 300, eval_interval=100, eval_iters=15) == 300
-    assert steps_that_fit(1.0, 70.0, 0.1, 100, 10_000, eval_interval=100, eval_iters=15) == 100  # over: stop now
+    fit = functools.partial(steps_that_fit, eval_interval=100, eval_iters=15)
+    assert fit(1.0, 10.0, 0.1, 100, 10_000, micro_steps=1) == 100 + 454
+    assert fit(1.0, 10.0, 0.1, 100, 10_000, micro_steps=4) == 100 + 487  # an evaluation is 15 of 4 x 100 micro-steps
+    assert fit(1.0, 10.0, 0.1, 100, 300, micro_steps=1) == 300
+    assert fit(1.0, 70.0, 0.1, 100, 10_000, micro_steps=1) == 100  # over: stop now
 
 
 def test_peak_flops_matches_the_most_specific_gpu_name():
@@ -1378,6 +1381,10 @@ def test_max_minutes_fixes_the_last_step_and_the_schedule_ends_there(token_data,
     assert lrs[-1] == pytest.approx(1e-4, rel=0.1) and max(lrs) > 5e-4  # the cosine spans the fitted run
     saved = torch.load(os.path.join(out_dir, "ckpt.pt"), weights_only=False)["config"]
     assert saved["max_iters"] == saved["lr_decay_iters"] == fitted  # a resumed run goes on to the same step
+    short = str(tmp_path / "short")  # over before it could be timed: a plain run of max_iters
+    run_train(*TINY_RUN, f"--data_dir={token_data}", f"--out_dir={short}", "--max_iters=8", "--lr_decay_iters=0",
+              "--max_minutes=0.05")
+    assert torch.load(os.path.join(short, "ckpt.pt"), weights_only=False)["config"]["lr_decay_iters"] == 8
 
 
 def wait_for_log_lines(log, n, timeout=60):

@@ -88,11 +88,12 @@ def get_lr(it, learning_rate, min_lr, warmup_iters, lr_decay_iters):
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (learning_rate - min_lr)
 
 
-def steps_that_fit(max_minutes, elapsed, step_seconds, iter_num, last_iter, eval_interval, eval_iters):
+def steps_that_fit(max_minutes, elapsed, step_seconds, iter_num, last_iter, eval_interval, eval_iters, micro_steps):
     """The last step of a run that should take max_minutes in all, from the seconds elapsed and the seconds a
-    step takes now. Each evaluation ahead runs 2 x eval_iters forward passes, a third of a step each (the
-    backward pass is the other two thirds). Never past last_iter, never before iter_num."""
-    seconds_per_step = step_seconds * (1 + 2 * eval_iters / (3 * eval_interval))
+    step of micro_steps micro-batches takes now. Each evaluation ahead runs 2 x eval_iters micro-batches forward
+    (shared among processes as a step's are), a third of a micro-step each (the backward pass is the other two
+    thirds). Never past last_iter, never before iter_num."""
+    seconds_per_step = step_seconds * (1 + 2 * eval_iters / (3 * eval_interval * micro_steps))
     return max(iter_num, min(last_iter, iter_num + int((60 * max_minutes - elapsed) / seconds_per_step)))
 
 
@@ -426,11 +427,13 @@ def train(config, overrides=()):
     scaler = torch.amp.GradScaler(device_type, enabled=ptdtype == "float16")
     optimizer = raw_model.configure_optimizers(run.weight_decay, run.learning_rate, (run.beta1, run.beta2), device_type)
     iter_num, tokens_seen, best_val_loss, elapsed_before = 0, 0, float("inf"), 0.0
+    fitted_before = False  # whether max_minutes has already fixed max_iters (in the run resumed here)
     saved_at = None  # the step of the last ckpt.pt, which a diverged run points to
     if checkpoint is not None:
         restore_training_state(checkpoint, optimizer, scaler, sampler, procs, run.seed)
         iter_num, tokens_seen = checkpoint["iter_num"], checkpoint["tokens"]
         best_val_loss, elapsed_before = checkpoint["best_val_loss"], checkpoint["elapsed"]
+        fitted_before = checkpoint.get("fitted", True)
         saved_at = iter_num
         checkpoint = None  # free the memory
     use_compile = pick_compile(run.compile, device_type)
@@ -447,10 +450,12 @@ def train(config, overrides=()):
     # max_minutes: time the warm-up's second half (the first steps compile), then fix last_iter before the cosine
     # starts, so that the schedule is a plain function of the step again; a resumed run keeps what was fixed
     fit_from = fit_at = None
-    if run.max_minutes and iter_num < max(run.warmup_iters, 20):
+    if run.max_minutes and not fitted_before:
         fit_from = max(run.warmup_iters // 2, 10, iter_num + 1)  # not the first step, which compiles
         fit_at = max(run.warmup_iters, fit_from + 10)
-    else:
+        if fit_at >= last_iter:  # a run this short ends before it could be timed
+            fit_from = fit_at = None
+    if fit_at is None:
         run.lr_decay_iters = run.lr_decay_iters or last_iter
     schedule = dict(learning_rate=run.learning_rate, min_lr=run.min_lr, warmup_iters=run.warmup_iters,
                     lr_decay_iters=run.lr_decay_iters or last_iter)
@@ -461,7 +466,8 @@ def train(config, overrides=()):
     # ---- the loop -------------------------------------------------------------------------------
     if procs.master:
         print(f"{raw_model.num_params() / 1e6:.2f}M parameters | {device_type} {ptdtype} | compile={use_compile} | "
-              f"{procs.world_size} process(es) | {tokens_per_iter:,} tokens per step | steps {iter_num} -> {last_iter}")
+              f"{procs.world_size} process(es) | {tokens_per_iter:,} tokens per step | steps {iter_num} -> {last_iter}"
+              + (f", or fewer if {run.max_minutes:g} minutes end sooner" if fit_at else ""))
     t_start = time.time()
     start_iter, lr, tok_per_sec, mfu = iter_num, get_lr(iter_num, **schedule), None, None
     t_window, iters_window, eval_seconds = time.time(), 0, 0.0  # tokens/s and ETA over the steps since the last log
@@ -469,7 +475,8 @@ def train(config, overrides=()):
     def checkpoint_now():  # everything a resumed run needs to go on exactly as if it had never stopped
         return {**training_state(raw_model, optimizer, scaler, sampler, dev), "iter_num": iter_num,
                 "tokens": tokens_seen, "best_val_loss": best_val_loss, "config": vars(run),
-                "tokenizer": meta["tokenizer"], "elapsed": elapsed_before + time.time() - t_start}
+                "tokenizer": meta["tokenizer"], "elapsed": elapsed_before + time.time() - t_start,
+                "fitted": fit_at is None}
 
     stopping = False  # set in the same step on every process, so that all of them leave the loop together
     while True:
@@ -486,6 +493,8 @@ def train(config, overrides=()):
                     best_val_loss = losses["val"]
                     save(os.path.join(run.out_dir, "best.pt"), checkpoint_now(), resume_advice(run.out_dir, saved_at))
             t_window += time.time() - t_eval  # tokens/s measures training, not evaluation
+            if fit_at is not None and fit_from <= iter_num < fit_at:
+                t_fit += time.time() - t_eval  # and so does the timing for max_minutes
             if iter_num > 0:  # the first evaluation may include compiling: not a guide to the others
                 eval_seconds = time.time() - t_eval
         if iter_num > start_iter and (iter_num % run.ckpt_interval == 0 or iter_num == last_iter or stopping):
@@ -532,13 +541,15 @@ def train(config, overrides=()):
         if iter_num == fit_at:  # max_minutes: the last step, from the time the steps since fit_from took
             fitted = torch.tensor(steps_that_fit(run.max_minutes, elapsed_before + time.time() - t_start,
                                                  (time.time() - t_fit) / (fit_at - fit_from), iter_num, last_iter,
-                                                 run.eval_interval, run.eval_iters), device=dev)
+                                                 run.eval_interval, run.eval_iters,
+                                                 run.gradient_accumulation_steps), device=dev)
             if procs.ddp:  # the slowest process decides, so that all of them stop at the same step
                 torch.distributed.all_reduce(fitted, op=torch.distributed.ReduceOp.MIN)
             if procs.master:
                 print(f"max_minutes={run.max_minutes:g}: at this speed the run ends at step {int(fitted):,}")
             last_iter = run.max_iters = int(fitted)
             run.lr_decay_iters = schedule["lr_decay_iters"] = run.lr_decay_iters or last_iter
+            fit_from = fit_at = None
         if logging_now:
             tok_per_sec = iters_window * tokens_per_iter / (time.time() - t_window)
             mfu = raw_model.estimate_mfu(tok_per_sec / procs.world_size, run.block_size, flops_peak) if flops_peak else None

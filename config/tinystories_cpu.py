@@ -17,7 +17,7 @@ block_size = 128
 batch_size = 16
 gradient_accumulation_steps = 1
 # the budget is time, not steps: the 2-core machines this runs on differ 1.5x in speed, so train.py times the
-# warm-up and fits max_iters to 9.5 minutes (4,400 steps, 9M tokens, 12 epochs of the sample's 747k on a Sapphire
+# warm-up and fits max_iters to 9.5 minutes (4,490 steps, 9.2M tokens, 12 epochs of the sample's 747k on a Sapphire
 # Rapids with AMX); max_iters is only the most a faster machine does
 max_minutes = 9.5
 max_iters = 10000
