@@ -213,8 +213,8 @@ def refuse_old_run(out_dir):
 def check_settings(config):
     """Values no run can use, named in one line (the model's shape and dropout are checked by GPTConfig)."""
     counts = ("batch_size", "gradient_accumulation_steps", "eval_interval", "eval_iters", "log_interval", "ckpt_interval")
-    amounts = ("max_iters", "max_epochs", "max_minutes", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr", "weight_decay",
-               "grad_clip")
+    amounts = ("max_iters", "max_epochs", "max_minutes", "warmup_iters", "lr_decay_iters", "learning_rate", "min_lr",
+               "weight_decay", "grad_clip")
     check_ranges(config, {**dict.fromkeys(counts, (1, None)), **dict.fromkeys(amounts, (0, None)), "seed": SEEDS})
     for name in ("beta1", "beta2"):
         if not 0 <= config[name] < 1:
